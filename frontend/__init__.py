@@ -1,0 +1,1 @@
+"""Chainlit RAG chat."""

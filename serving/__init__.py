@@ -1,0 +1,1 @@
+"""KServe custom predictors: one package per runtime (retriever, llm)."""
