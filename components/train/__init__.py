@@ -1,0 +1,1 @@
+"""Train component: LoRA SFT (unsloth or transformers+peft+trl) with resumable checkpoints in a local or Hub store."""
