@@ -114,9 +114,6 @@ def load_hf(model: str | os.PathLike[str]) -> tuple[Any, Any]:
 
     from components.train.base_model import load_base_model
 
-    path = Path(str(model))
-    if path.suffix == ".gguf":
-        return load_base_model(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     return load_base_model(str(model), dtype=torch.float32)
 
 

@@ -75,30 +75,36 @@ def _event(event: str, **fields: Any) -> None:
 def resolve_hf_model(model_dir: str | os.PathLike[str], work_dir: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """Return ``(hf_folder, base_model)`` for a training output folder or a plain HF model folder.
 
-    A training output's manifest is verified first. When it holds an adapter but no merged model, the adapter is
-    merged into its base (written to ``work_dir/merged``).
+    Every manifest found on the way (training output, ``merged/``, ``adapter/``) is verified first. When the
+    folder holds an adapter but no merged model, the adapter is merged into its base (written to
+    ``work_dir/merged``). ``base_model`` is the model fine-tuned from (a ``.gguf`` path for a GGUF base), if known.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ExportError(f"model folder {model_dir} does not exist")
-    base_model: str | None = None
     if (model_dir / MANIFEST_NAME).is_file():
-        manifest = verify_manifest(model_dir)
-        base_model = (manifest.get("meta") or {}).get("base_model")
-    report = model_dir / "report.json"
-    if base_model is None and report.is_file():
-        try:
-            base_model = json.loads(report.read_text(encoding="utf-8")).get("base_model")
-        except ValueError:
-            base_model = None
-    if (model_dir / "merged" / "config.json").is_file():
-        return model_dir / "merged", base_model
-    if (model_dir / "config.json").is_file():
-        return model_dir, base_model
+        verify_manifest(model_dir)
+    for sub in ("merged", "."):
+        candidate = (model_dir / sub).resolve()
+        if (candidate / "config.json").is_file():
+            base = _base_from_manifest(candidate)
+            return candidate, base
     adapter = model_dir / "adapter" if (model_dir / "adapter").is_dir() else model_dir
     if (adapter / "adapter_config.json").is_file():
-        return merge_adapter(adapter, Path(work_dir) / "merged"), base_model or _adapter_base(adapter)
+        base_model = _base_from_manifest(adapter) or _adapter_base(adapter)
+        return merge_adapter(adapter, Path(work_dir) / "merged", base_model=base_model), base_model
     raise ExportError(f"{model_dir} holds neither a merged HF model (config.json) nor a peft adapter")
+
+
+def _base_from_manifest(folder: Path) -> str | None:
+    """The base model a train-step folder records (verified manifest), as a loadable path or Hub id."""
+    if not (folder / MANIFEST_NAME).is_file():
+        return None
+    meta = verify_manifest(folder).get("meta") or {}
+    base = meta.get("base_model")
+    if base and meta.get("gguf_file"):
+        base = str(Path(base) / meta["gguf_file"])
+    return base or None
 
 
 def _adapter_base(adapter_dir: Path) -> str | None:
@@ -106,23 +112,18 @@ def _adapter_base(adapter_dir: Path) -> str | None:
     return cfg.get("base_model_name_or_path")
 
 
-def merge_adapter(adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
-    """Merge a peft LoRA adapter into its base model and save the merged HF model + tokenizer to ``out_dir``."""
+def merge_adapter(adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+                  base_model: str | None = None) -> Path:
+    """Merge a peft LoRA adapter into ``base_model`` (default: the adapter's own base) and save it to ``out_dir``."""
     import torch
     from peft import PeftModel
 
-    from components.train.base_model import default_base_model, load_base_model
+    from components.train.base_model import load_base_model
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    base = _adapter_base(adapter_dir)
-    if not base:
-        base = default_base_model()
-    gguf_file = None
-    base_path = Path(str(base))
-    if base_path.suffix == ".gguf":
-        base, gguf_file = str(base_path.parent), base_path.name
-    _event("merge_adapter", adapter=adapter_dir, base=base)
-    model, tokenizer = load_base_model(base, gguf_file=gguf_file, dtype=torch.float32)
+    base = base_model or _adapter_base(adapter_dir)  # None/empty: the packaged default base model
+    _event("merge_adapter", adapter=adapter_dir, base=base or "default")
+    model, tokenizer = load_base_model(base, dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir, safe_serialization=True)
