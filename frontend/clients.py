@@ -224,8 +224,9 @@ class ModelInfo(BaseModel):
     context_window: int | None = Field(None, description="Tokens the model reads, prompt and answer together.")
     quantization: str | None = None
     base_model: str | None = None
-    ready: bool | None = None
+    loaded: bool | None = Field(None, description="Whether the predictor holds it in memory (else it loads on use).")
     tags: list[str] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict, description="Evaluation results, e.g. perplexity.")
 
     @classmethod
     def from_listing(cls, item: dict[str, Any]) -> "ModelInfo":
@@ -243,8 +244,12 @@ class ModelInfo(BaseModel):
             merged.pop("context_window", None)
         if not isinstance(merged.get("tags"), list):
             merged.pop("tags", None)
-        if "ready" in merged and not isinstance(merged["ready"], bool):
-            merged.pop("ready")
+        if "loaded" in merged and not isinstance(merged["loaded"], bool):
+            merged.pop("loaded")
+        if not isinstance(merged.get("metrics"), dict):
+            merged.pop("metrics", None)
+        else:
+            merged["metrics"] = {k: v for k, v in merged["metrics"].items() if isinstance(v, (int, float))}
         for key in ("description", "quantization", "base_model"):
             if key in merged and not isinstance(merged[key], str):
                 merged.pop(key)
@@ -262,8 +267,10 @@ class ModelInfo(BaseModel):
             facts.append(f"quantization {self.quantization}")
         if self.base_model:
             facts.append(f"fine-tuned from {self.base_model}")
-        if self.ready is False:
-            facts.append("not loaded yet")
+        for name, value in list(self.metrics.items())[:2]:
+            facts.append(f"{name} {value:g}")
+        if self.loaded is False:
+            facts.append("loads on first use")
         return " — ".join(parts) + (f" ({', '.join(facts)})" if facts else "")
 
 

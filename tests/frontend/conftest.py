@@ -158,8 +158,11 @@ class RecordingEmitter:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
+        self.first_token_at: float | None = None  # perf_counter() of the first streamed token
 
     def _rec(self, kind: str, payload: Any) -> None:
+        if kind == "stream_start" and self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
         self.events.append((kind, payload))
 
     async def send_step(self, step_dict):
