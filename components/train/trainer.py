@@ -211,6 +211,8 @@ def _callbacks(store: CheckpointStore, cfg: TrainConfig, meta: dict[str, Any], f
             if logs and "loss" in logs:
                 curve.append({"step": state.global_step, "loss": float(logs["loss"]),
                               "learning_rate": float(logs.get("learning_rate", 0.0))})
+                log_event(log, "train_log", step=state.global_step, max_steps=state.max_steps,
+                          loss=float(logs["loss"]))
             return control
 
     return [StoreCallback(), PreemptCallback(), CurveCallback()]
