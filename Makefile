@@ -67,14 +67,17 @@ test-fast: install
 bench: install
 	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
 
+# KFP IR YAML for the Kubeflow UI; components run REGISTRY/ragtune-<role>:TAG (e.g. make compile REGISTRY=reg.example/ml TAG=0.2.0).
 compile: install
-	$(PY) -m pipelines.compile --out pipelines/compiled
+	$(PY) -m pipelines.compile --out pipelines/compiled --registry "$(REGISTRY)" --tag "$(TAG)"
 
+# Builds docker/*.Dockerfile with docker or podman as REGISTRY/ragtune-<role>:TAG; PUSH=1 pushes, ROLES="llm frontend" picks.
 images:
-	@bash docker/build.sh "$(REGISTRY)" "$(TAG)"
+	@bash docker/build.sh "$(REGISTRY)" "$(TAG)" $(ROLES)
 
+# hadolint (docker/.hadolint.yaml: fails at info level) + helm lint --strict for every values scenario + manifests/ drift.
 lint: install
-	$(PY) -m pipelines.lint
+	$(PY) scripts/lint_deploy.py
 
 clean:
 	rm -rf $(VENV) .ragtune .pytest_cache
