@@ -1,7 +1,7 @@
 """Compile the index and fine-tuning pipelines to KFP IR YAML for upload in the Kubeflow Pipelines UI.
 
     python -m pipelines.compile --out pipelines/compiled [--registry REG] [--tag TAG] [--only index]
-                                [--finetune-config configs/finetune-cluster.yaml]
+                                [--finetune-config FILE]
     ragtune compile --out pipelines/compiled            # the same, through the ragtune command
     make compile REGISTRY=registry.example.com/ml TAG=0.2.0
 
