@@ -22,14 +22,13 @@ from tests.helm.chart_objects import validate_inference_service, validate_kubern
 
 
 def _kustomize_command() -> list[str] | None:
+    """The virtualenv's own (pinned) binary first, then PATH: ``kustomize build`` or ``kubectl kustomize``."""
     venv_bin = Path(sys.executable).parent
-    for name in ("kustomize",):
-        found = shutil.which(name) or (str(venv_bin / name) if (venv_bin / name).exists() else None)
+    for name, sub in (("kustomize", "build"), ("kubectl", "kustomize")):
+        local = venv_bin / name
+        found = str(local) if local.exists() else shutil.which(name)
         if found:
-            return [found, "build"]
-    kubectl = shutil.which("kubectl") or (str(venv_bin / "kubectl") if (venv_bin / "kubectl").exists() else None)
-    if kubectl:
-        return [kubectl, "kustomize"]
+            return [found, sub]
     return None
 
 
