@@ -137,3 +137,16 @@ def test_template_guards_fail_with_a_clear_message():
         chart.render({"deploymentMode": "Standard", "llm": {"autoscaling": {"minReplicas": 0}}}, name="r", namespace="n")
     with pytest.raises(helm_python.HelmError, match="existingSecret"):
         chart.render({"llm": {"auth": {"enabled": True}}}, name="r", namespace="n")
+
+
+def test_lint_reports_a_broken_chart(tmp_path):
+    """The strict lint really finds problems: a copy of the chart with a template error must not come back clean."""
+    import shutil
+
+    import helm_python
+
+    broken = tmp_path / "ragtune"
+    shutil.copytree(chart_dir(), broken)
+    (broken / "templates" / "broken.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Values.nope.missing }}\n")
+    report = helm_python.lint(str(broken), strict=True, kube_version=f"v{K8S_VERSION}")
+    assert report["errors"] or any(m["severity"] >= 2 for m in report["messages"]), report
