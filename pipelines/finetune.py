@@ -9,7 +9,6 @@ One typed :class:`FinetuneConfig` (a YAML file plus ``--set section.key=value`` 
   ``HF_TOKEN`` from a Secret, a PVC for caches and checkpoints), all taken from the ``placement`` section.
 """
 
-from __future__ import annotations
 
 import argparse
 import dataclasses

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -193,6 +194,7 @@ def evaluate(cfg: EvalConfig, data_dir: str | os.PathLike[str], finetuned_dir: s
             "mean": float(ratios.mean()),
             "std": float(ratios.std(ddof=0)),
         }
+    shutil.rmtree(Path(out_dir) / ".work", ignore_errors=True)
     result.gate = decide(result, cfg.margin)
     _event("gate", passed=result.gate.passed, reason=json.dumps(result.gate.reason))
     write_report(result, out_dir)

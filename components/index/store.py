@@ -489,7 +489,7 @@ class HopsworksEmbeddingStore:
         if vectors.shape[1] != self.dim:
             raise StoreError(f"feature group {self.config.feature_group} holds {self.dim}-d embeddings, got {vectors.shape[1]}-d")
         fg = self.feature_group()
-        existing, existing_vectors = self.read_all()
+        existing, _ = self.read_all()
         docs = {c.doc_id for c in chunks}
         old = {c.chunk_id: c for c in existing if c.doc_id in docs}
         stale = [c for cid, c in old.items() if cid not in {n.chunk_id for n in chunks}]
@@ -505,9 +505,13 @@ class HopsworksEmbeddingStore:
             fg.insert(self._frame([chunks[i] for i in fresh_rows], vectors[fresh_rows]), write_options={"wait_for_job": True})
             stats.written = True
         if stale:
-            stale_ids = {c.chunk_id for c in stale}
-            stale_rows = [i for i, c in enumerate(existing) if c.chunk_id in stale_ids]
-            fg.commit_delete_record(self._frame(stale, existing_vectors[stale_rows]))
+            import pandas as pd
+
+            # Deletes match on the primary key; remove_rows (hsfs >= 4.x) clears the online store too, older SDKs
+            # only have the offline commit_delete_record.
+            keys = pd.DataFrame({"chunk_id": [c.chunk_id for c in stale]})
+            remove = getattr(fg, "remove_rows", None) or fg.commit_delete_record
+            remove(keys)
             stats.written = True
         log.info("event=store_upsert store=hopsworks fg=%s v=%d %s", self.config.feature_group, self.config.version,
                  " ".join(f"{k}={v}" for k, v in stats.to_dict().items()))

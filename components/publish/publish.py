@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from components.export.gguf_export import ExportResult, load_export
-from components.manifest import verify_manifest, write_manifest
+from components.manifest import read_manifest, write_manifest
 from components.publish.config import PublishConfig
 from serving.llm.catalog import Catalog, CatalogEntry, entry_from_dict
 
@@ -84,7 +84,8 @@ def publish(cfg: PublishConfig, export_dir: str | os.PathLike[str], report: dict
         result = PublishResult(None, cfg.hub_repo, commit, str(catalog_path))
         sources = {f.quant: {"hf_repo": cfg.hub_repo, "hf_file": f.file, "revision": commit} for f in keep}
 
-    sha = {f.quant: verify_manifest(export_dir)["files"][f.file]["sha256"] for f in keep}
+    recorded = read_manifest(export_dir)["files"]  # verified by load_export above
+    sha = {f.quant: recorded[f.file]["sha256"] for f in keep}
     catalog = Catalog.load_or_empty(catalog_path)
     for i, quant in enumerate(cfg.quant_types):
         entry: CatalogEntry = entry_from_dict({

