@@ -87,7 +87,9 @@ class Embedder:
             self._model = SentenceTransformer(self.model_name, device=device)
         except Exception as exc:  # noqa: BLE001 - any load failure is reported as one typed error naming the model
             raise EmbeddingModelError(f"cannot load embedding model {self.model_name!r}: {exc}") from exc
-        dim = self._model.get_sentence_embedding_dimension()
+        # sentence-transformers 6 renamed the method; older releases only have the first name.
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        dim = get_dim()
         if not dim:
             raise EmbeddingModelError(f"model {self.model_name!r} does not report an embedding dimension")
         self.dim = int(dim)
