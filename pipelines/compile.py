@@ -76,7 +76,7 @@ def compile_pipelines(settings: CompileSettings) -> list[Path]:
     for name in settings.only:
         pipeline = _load_pipeline(name, settings)
         path = settings.out / f"{name}_pipeline.yaml"
-        tmp = path.with_suffix(".yaml.tmp")
+        tmp = settings.out / f".{name}_pipeline.partial.yaml"
         compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(tmp))
         wrong = [image for image in task_images(tmp) if not image.startswith(f"{settings.registry}/")
                  or not image.endswith(f":{settings.tag}")]

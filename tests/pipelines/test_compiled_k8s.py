@@ -85,10 +85,12 @@ def test_train_task_is_placed_on_a_gpu_node(compiled):
     (secret,) = k8s["secretAsEnv"]
     assert secret["secretName"] == placement.hf_token_secret
     assert secret["keyToEnv"] == [{"secretKey": placement.hf_token_secret_key, "envVar": "HF_TOKEN"}]
+    # The cache PVC is where HF_HOME and the checkpoints live.
+    env = {e["name"]: e["value"] for e in deployment["container"].get("env", [])}
+    assert env["HF_HOME"].startswith(placement.cache_mount_path)
     (pvc,) = k8s["pvcMount"]
     assert pvc["mountPath"] == placement.cache_mount_path
-    assert pvc.get("constant", pvc.get("taskOutputParameter")) == placement.cache_pvc or \
-        pvc.get("pvcName") == placement.cache_pvc  # field name differs across kfp-kubernetes releases
+    assert pvc["pvcNameParameter"]["runtimeValue"]["constant"] == placement.cache_pvc
     # No other task asks for a GPU or gets the token.
     others = [e for name, e in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items() if name != executor]
     assert not any("secretAsEnv" in e or "nodeSelector" in e for e in others)
