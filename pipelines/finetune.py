@@ -217,7 +217,9 @@ def build_pipeline(cfg: FinetuneConfig | None = None) -> Callable[..., Any]:
     from components.train.component import train_model
 
     cfg = cfg or FinetuneConfig.from_dict({})
-    defaults = cfg.to_dict()
+    # KFP parameter values cannot hold null; every optional setting here defaults to None, so leaving it out of
+    # the parameter is the same setting.
+    defaults = {name: {k: v for k, v in section.items() if v is not None} for name, section in cfg.to_dict().items()}
     data_default, train_default = defaults["data"], defaults["train"]
     export_default, eval_default, publish_default = defaults["export"], defaults["evaluate"], defaults["publish"]
     placement = cfg.placement

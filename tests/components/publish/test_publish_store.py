@@ -66,7 +66,7 @@ def test_local_publish_writes_store_and_catalog_entry_the_predictor_can_load(exp
     assert not Path(entry.source.path).is_absolute(), "paths in the catalog are relative to the catalog file"
     assert entry.metrics["ppl_base"] == 7.9 and "fine-tuned" in entry.tags
     path = resolve_source(entry, catalog_path)
-    assert path == model_dir / "smollm2-pub.q4_1.gguf"
+    assert path.resolve() == (model_dir / "smollm2-pub.q4_1.gguf").resolve()
     verify_sha256(entry, path)
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, verbose=False, n_threads=2)
     try:
