@@ -7,7 +7,6 @@
   the store step mounts the PVC ``index_pvc`` at ``/index`` (``store_dir`` defaults to a folder on it).
 """
 
-from __future__ import annotations
 
 import argparse
 import json
@@ -47,7 +46,7 @@ def index_pipeline(
     hopsworks_host: str = "",
     hopsworks_project: str = "",
     index_pvc: str = "ragtune-index",
-):
+) -> dsl.Artifact:
     """Index ``sources`` into the chosen store and leave a FAISS search index in ``store_dir``.
 
     Args:
@@ -62,6 +61,9 @@ def index_pipeline(
         hopsworks_host: Hopsworks host (store=hopsworks; key from HOPSWORKS_API_KEY).
         hopsworks_project: Hopsworks project (store=hopsworks).
         index_pvc: PVC mounted at /index for the store step in the cluster (ignored by the local runner).
+
+    Returns:
+        the store step's summary artifact (JSON: store, store_dir, ann, added / removed / unchanged / total).
     """
     load = load_documents(sources=sources, layout_models=layout_models)
     chunk = chunk_documents(documents=load.outputs["documents"], max_tokens=max_tokens,
@@ -79,6 +81,7 @@ def index_pipeline(
     kubernetes.use_secret_as_env(
         save, secret_name="hopsworks-api-key", secret_key_to_env={"api-key": "HOPSWORKS_API_KEY"}, optional=True
     )
+    return save.outputs["index"]
 
 
 class IndexSettings(BaseSettings):
@@ -138,8 +141,26 @@ class IndexRunError(RuntimeError):
     """A pipeline step failed; the message names the step."""
 
 
+def _hide_dockerfiles_folder() -> None:
+    """Keep the checkout's ``docker/`` folder (Dockerfiles) from passing for the Docker SDK.
+
+    kfp.local imports the Docker SDK when it can; with the repository root on ``sys.path`` (``python -m ...`` from the
+    checkout) the folder imports as a namespace package, and kfp then fails on ``docker.DockerClient``. Without the
+    SDK installed, marking the name as absent lets kfp take its "no Docker" path, which the SubprocessRunner needs.
+    """
+    import importlib.util
+    import sys
+
+    if "docker" in sys.modules:
+        return
+    spec = importlib.util.find_spec("docker")
+    if spec is not None and spec.origin is None and spec.submodule_search_locations is not None:
+        sys.modules["docker"] = None  # type: ignore[assignment]  # makes `import docker` raise ImportError
+
+
 def run_local(settings: IndexSettings) -> dict[str, Any]:
     """Run :func:`index_pipeline` with ``kfp.local`` and return the store step's summary."""
+    _hide_dockerfiles_folder()
     from kfp import local
 
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -163,7 +184,7 @@ def run_local(settings: IndexSettings) -> dict[str, Any]:
             hopsworks_host=settings.hopsworks_host,
             hopsworks_project=settings.hopsworks_project,
         )
-        summary = json.loads(Path(task.outputs["index"].path).read_text(encoding="utf-8"))
+        summary = json.loads(Path(task.output.path).read_text(encoding="utf-8"))
     except RuntimeError as exc:
         raise IndexRunError(f"the index pipeline failed: {exc}") from exc
     finally:
