@@ -8,23 +8,28 @@ start with an empty list, so the server answers liveness (and a 503 readiness) w
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from serving.llm import telemetry
 from serving.llm.catalog import Catalog
 from serving.llm.errors import install_error_handlers
 from serving.llm.middleware import GuardMiddleware
-from serving.llm.model import LLMModel
 from serving.llm.routes import build_router
 from serving.llm.service import LLMService
-from serving.llm.settings import LLMSettings
+from serving.llm.settings import LLMSettings, SettingsError
 
 
 def serve(settings: LLMSettings) -> int:
     """Run the predictor until it is stopped; returns the process exit code (1 if a preload model failed)."""
-    from kserve import model_server  # imported here: it parses sys.argv and builds its app on import
-
+    _check_port_free(settings.http_port)
     catalog = Catalog.load(settings.catalog)
-    service = LLMService(settings, catalog, settings.catalog)
+    service = LLMService(settings, catalog, settings.catalog)  # settings errors surface before the heavy imports
+
+    # KServe is imported only now: it parses sys.argv and builds its FastAPI app on import.
+    from kserve import model_server
+
+    from serving.llm.model import LLMModel
+
     models = [LLMModel(entry.name, service) for entry in catalog.models]
 
     app = model_server.app
@@ -67,3 +72,13 @@ def serve(settings: LLMSettings) -> int:
         telemetry.log_event("exit", reason=service.preload_error)
         return 1
     return 0
+
+
+def _check_port_free(port: int) -> None:
+    """Fail with one clear line (not uvicorn's traceback) when the port is taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError as exc:
+            raise SettingsError(f"--http_port {port}: cannot listen there ({exc.strerror})") from None

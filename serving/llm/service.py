@@ -212,6 +212,7 @@ class Generation:
         self.request = request
         self.prompt_tokens = prompt_tokens
         self.cancel_event = threading.Event()
+        self.cancel_requested_at: float | None = None
         self.outcome: GenerationOutcome | None = None
         self.error: BaseException | None = None
         self._loop = loop
@@ -225,7 +226,9 @@ class Generation:
 
     def cancel(self) -> None:
         """Ask the worker to stop after the current token (safe to call more than once, from anywhere)."""
-        self.cancel_event.set()
+        if not self.cancel_event.is_set():
+            self.cancel_requested_at = time.monotonic()
+            self.cancel_event.set()
 
     @property
     def done(self) -> bool:
@@ -435,6 +438,8 @@ class LLMService:
             telemetry.ACTIVE.set(0)
             generation.finish_threadsafe()
         telemetry.GENERATIONS.labels(model, outcome.finish_reason).inc()
+        if outcome.finish_reason == "cancelled" and generation.cancel_requested_at is not None:
+            telemetry.CANCEL_LATENCY.observe(max(0.0, time.monotonic() - generation.cancel_requested_at))
         telemetry.PROMPT_TOKENS.labels(model).inc(outcome.prompt_tokens)
         telemetry.GENERATED_TOKENS.labels(model).inc(outcome.completion_tokens)
         ttft = None

@@ -34,6 +34,11 @@ DECODE_RATE = Histogram(
     ["model"],
     buckets=(1, 5, 10, 20, 40, 60, 80, 100, 150, 200, 400, 1000),
 )
+CANCEL_LATENCY = Histogram(
+    "ragtune_llm_cancel_seconds",
+    "From a cancel (client disconnect) to the model being free for the next request.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 QUEUE_DEPTH = Gauge("ragtune_llm_queue_depth", "Requests waiting for the model (not counting the running one).")
 ACTIVE = Gauge("ragtune_llm_active_generations", "Generations running now (0 or 1 per process).")
 LOADED_MODELS = Gauge("ragtune_llm_loaded_models", "Models held in memory.")

@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parents[3]
 DEFAULT_CATALOG = REPO / "serving" / "llm" / "default_catalog.yaml"
 MODEL = "smollm2-135m-instruct"
 API_KEY = "test-key-123"
+# One llama.cpp thread: its threads spin-wait for each other, so on a busy 2-core machine (other suites, CI
+# neighbours) two threads can be several times slower than one. Production defaults to the granted CPUs.
+THREADS = "1"
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +52,7 @@ def start_predictor(catalog: Path, *args: str, env: dict[str, str] | None = None
 @pytest.fixture(scope="session")
 def predictor() -> Iterator[ServerProcess]:
     """The packaged catalog behind a real predictor with auth on and the default queue of 8; shared by modules."""
-    server = start_predictor(DEFAULT_CATALOG, "--n_threads", "2", env={"RAGTUNE_LLM_API_KEY": API_KEY})
+    server = start_predictor(DEFAULT_CATALOG, "--n_threads", THREADS, env={"RAGTUNE_LLM_API_KEY": API_KEY})
     try:
         server.wait_ready("/v2/health/ready", timeout=180)
         yield server

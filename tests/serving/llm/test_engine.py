@@ -18,7 +18,7 @@ from tests.serving.llm.conftest import DEFAULT_CATALOG, MODEL
 @pytest.fixture(scope="module")
 def engine(gguf_path):
     entry = Catalog.load(DEFAULT_CATALOG).get(MODEL)
-    eng = LlamaEngine.load(entry, gguf_path, n_threads=2, n_batch=64)
+    eng = LlamaEngine.load(entry, gguf_path, n_threads=1, n_batch=64)
     yield eng
     eng.close()
 

@@ -16,7 +16,7 @@ from serving.llm.catalog import Catalog
 from serving.llm.routes import build_router
 from serving.llm.service import LLMService
 from serving.llm.settings import LLMSettings
-from tests.serving.llm.conftest import DEFAULT_CATALOG, MODEL, REPO, start_predictor, write_catalog
+from tests.serving.llm.conftest import DEFAULT_CATALOG, MODEL, REPO, THREADS, start_predictor, write_catalog
 
 WRONG_SHA = "0" * 64
 
@@ -67,7 +67,7 @@ def lazy_server(tmp_path_factory, gguf_path, default_entry):
         {**base, "name": "tampered", "source": {"path": str(gguf_path)}, "sha256": WRONG_SHA},
     ]
     catalog = write_catalog(tmp_path_factory.mktemp("lazy") / "catalog.yaml", entries)
-    server = start_predictor(catalog, "--preload", "none", "--memory_budget_mb", "150", "--n_threads", "2")
+    server = start_predictor(catalog, "--preload", "none", "--memory_budget_mb", "150", "--n_threads", THREADS)
     try:
         server.wait_ready("/v2/health/ready", timeout=120)
         yield server
@@ -111,7 +111,7 @@ def test_wrong_sha256_on_first_use_is_refused_with_a_clear_message(lazy_server):
 
 def test_readiness_only_after_the_preload_models_are_loaded(tmp_path):
     """In-process (ASGI transport) so the moment before the load is observed deterministically; real llama.cpp."""
-    settings = LLMSettings(catalog=DEFAULT_CATALOG, preload=MODEL, n_threads=2)
+    settings = LLMSettings(catalog=DEFAULT_CATALOG, preload=MODEL, n_threads=1)
     service = LLMService(settings, Catalog.load(DEFAULT_CATALOG), DEFAULT_CATALOG)
     app = FastAPI()
     app.include_router(build_router(service))
@@ -139,7 +139,7 @@ def test_readiness_only_after_the_preload_models_are_loaded(tmp_path):
 @pytest.mark.slow
 def test_real_server_reports_not_ready_then_ready(tmp_path, default_entry):
     """Liveness answers at once; readiness turns 200 only after the preload (a 503 before it, when observed)."""
-    server = start_predictor(DEFAULT_CATALOG, "--preload", MODEL)
+    server = start_predictor(DEFAULT_CATALOG, "--preload", MODEL, "--n_threads", THREADS)
     seen: list[int] = []
     try:
         deadline = time.monotonic() + 120
