@@ -19,7 +19,7 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from kserve.errors import InvalidInput
 from starlette.requests import Request
 
@@ -58,18 +58,18 @@ def error_body(field: str, message: str) -> dict[str, str]:
     return {"error": f"{field}: {message}" if not message.startswith(f"{field}:") else message, "field": field}
 
 
-def error_response(status: int, field: str, message: str) -> ORJSONResponse:
+def error_response(status: int, field: str, message: str) -> JSONResponse:
     """A JSON error response naming ``field``."""
-    return ORJSONResponse(status_code=int(status), content=error_body(field, message))
+    return JSONResponse(status_code=int(status), content=error_body(field, message))
 
 
-async def invalid_request_handler(request: Request, exc: InvalidRequest) -> ORJSONResponse:
+async def invalid_request_handler(request: Request, exc: InvalidRequest) -> JSONResponse:
     """400 for :class:`InvalidRequest`, with the field it names."""
     log_event("request_rejected", status=400, path=request.url.path, field=exc.field, reason=exc.message)
     return error_response(exc.status, exc.field, exc.message)
 
 
-async def request_validation_handler(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+async def request_validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
     """400 instead of FastAPI's 422 when a V2 body does not fit the inference-request schema.
 
     The field is built from the first error's location, without FastAPI's leading ``body`` segment:

@@ -4,6 +4,7 @@
   malformed JSON body on an inference route with 400 naming ``body``; KServe would otherwise answer the first with
   whatever its parser does and the second with a message that names no field.
 - FastAPI's 422 for a V2 body that does not fit the schema becomes 400 naming the field.
+- JSON sent as ``application/x-www-form-urlencoded`` (what ``curl -d`` does) is read as JSON.
 - ``/v2/health/ready`` reports the retriever's readiness; KServe's always answers ready, even while loading.
 """
 
@@ -16,7 +17,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 
 from serving.retriever.errors import (
     InvalidRequest,
@@ -34,6 +35,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _INFERENCE_PATH = re.compile(r"^/v[12]/models/[^/]+(/versions/[^/]+)?(:predict|:explain|/infer)$")
 _JSON_TYPES = {"application/json", "application/cloudevents+json", "application/ld+json", ""}
 _V2_JSON_LENGTH = b"inference-header-content-length"
+_CURL_DEFAULT_TYPE = b"application/x-www-form-urlencoded"
 
 
 class RequestGuard:
@@ -76,6 +78,11 @@ class RequestGuard:
         body = b"".join(chunks)
 
         if _INFERENCE_PATH.match(scope.get("path", "")):
+            if headers.get(b"content-type", b"").startswith(_CURL_DEFAULT_TYPE) and _V2_JSON_LENGTH not in headers:
+                # `curl -d '{...}'` sends JSON labelled as a form; KServe would pass it on as raw bytes.
+                headers[b"content-type"] = b"application/json"
+                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+                         + [(b"content-type", b"application/json")]}
             problem = _json_problem(body, headers)
             if problem is not None:
                 await _reply(send, scope, HTTPStatus.BAD_REQUEST, *problem)
@@ -134,10 +141,10 @@ def install(app: FastAPI, *, max_body_bytes: int, is_ready: Callable[[], bool], 
     app.add_exception_handler(InvalidRequest, invalid_request_handler)
     app.add_exception_handler(RequestValidationError, request_validation_handler)
 
-    async def server_ready() -> ORJSONResponse:
+    async def server_ready() -> JSONResponse:
         if is_ready():
-            return ORJSONResponse({"ready": True})
-        return ORJSONResponse(
+            return JSONResponse({"ready": True})
+        return JSONResponse(
             status_code=HTTPStatus.SERVICE_UNAVAILABLE,
             content={"ready": False, "error": f"Server is not ready: model {model_name} is loading its index."},
         )

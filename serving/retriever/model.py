@@ -65,16 +65,23 @@ class RetrieverModel(Model):
         embedding model cannot be loaded or does not fit the index.
         """
         start = time.perf_counter()
-        self._configure_threads()
-        # Imported here so that the HTTP server is up (and answers not-ready) while torch and FAISS load.
-        from components.index.embed import Embedder
+        import faiss
+
+        # The index is opened (and its manifest verified) before torch is imported, so a corrupt index fails fast.
         from components.index.search import IndexLoadError, load_index
 
+        faiss.omp_set_num_threads(self.settings.threads)
         log_event("index_loading", index_dir=str(self.settings.index_dir), model_name=self.name)
         try:
             index = load_index(self.settings.index_dir)
         except IndexLoadError as exc:
             raise IndexLoadFailed(f"cannot load the index in {self.settings.index_dir}: {exc}") from exc
+
+        import torch
+
+        from components.index.embed import Embedder
+
+        torch.set_num_threads(self.settings.threads)
         model_id = self._embedding_model_for(index.embedding_model)
         try:
             embedder = Embedder(model_id, batch_size=self.settings.batch_size, device="cpu")
@@ -176,10 +183,3 @@ class RetrieverModel(Model):
         if model_label(recorded) == model_label(default):
             return default
         return recorded
-
-    def _configure_threads(self) -> None:
-        import faiss
-        import torch
-
-        torch.set_num_threads(self.settings.threads)
-        faiss.omp_set_num_threads(self.settings.threads)

@@ -12,6 +12,9 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from tests.serving.retriever.conftest import CORPUS
 
+# The session's server fixture builds a real index and loads torch + the embedding model: well over 20 s.
+pytestmark = pytest.mark.slow
+
 V1 = "/v1/models/retriever:predict"
 V2 = "/v2/models/retriever/infer"
 
@@ -244,7 +247,19 @@ def test_malformed_json_is_400_naming_body(client, path, raw):
     assert body["field"] == "body" and "malformed JSON" in body["error"]
 
 
-def test_non_json_content_type_on_v1_is_400(client):
+def test_non_json_content_type_is_400(client):
+    response = client.post(V1, content=b"pods", headers={"content-type": "text/plain"})
+    assert response.status_code == 400 and response.json()["field"] == "body"
+
+
+@pytest.mark.parametrize("path, payload", [(V1, {"instances": ["sourdough"]}), (V2, v2_body(["sourdough"]))])
+def test_json_sent_as_a_form_like_curl_does_is_served(client, path, payload):
+    response = client.post(path, content=json.dumps(payload).encode(),
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200, response.text
+
+
+def test_form_content_type_with_broken_json_is_400(client):
     response = client.post(V1, content=b"query=pods", headers={"content-type": "application/x-www-form-urlencoded"})
     assert response.status_code == 400 and response.json()["field"] == "body"
 
@@ -271,13 +286,15 @@ def test_chunked_body_over_64_kib_is_413(client):
 
 
 def test_body_just_under_the_limit_is_served(client):
-    # 60 queries of 1000 characters: about 61 KiB, under the 64 KiB limit, answered normally.
-    payload = {"instances": [{"query": f"{i} " + "sourdough " * 99, "top_k": 1} for i in range(60)]}
-    raw = json.dumps(payload).encode()
-    assert 60 * 1024 < len(raw) < 64 * 1024
+    # Valid JSON padded with whitespace to just under 64 KiB: the limit counts bytes, not queries.
+    head = b'{"instances": [{"query": "sourdough starter", "top_k": 1}]'
+    raw = head + b" " * (64 * 1024 - len(head) - 1) + b"}"
+    assert len(raw) == 64 * 1024
     response = client.post(V1, content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 200, response.text
-    assert len(response.json()["predictions"]) == 60
+    assert response.json()["predictions"][0]["hits"][0]["headings"] == ["Sourdough"]
+    over = head + b" " * (64 * 1024 - len(head)) + b"}"
+    assert client.post(V1, content=over, headers={"content-type": "application/json"}).status_code == 413
 
 
 @pytest.mark.parametrize(
