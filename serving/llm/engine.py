@@ -228,14 +228,18 @@ class LlamaEngine:
         return self._piece_buf.raw[:n]
 
     def _eval_prompt_prefix(self, prompt_tokens: list[int], cancel: threading.Event, deadline: float) -> bool:
-        """Evaluate all but the last prompt token in batches, reusing the KV cache's common prefix.
+        """Evaluate a long prompt's head in batches, reusing the KV cache's common prefix.
 
-        ``Llama.generate`` would evaluate the whole prompt in one uninterruptible call; doing it here batch by batch
-        lets a cancel or the deadline stop a long prompt. ``generate`` then finds this prefix cached and evaluates
-        only the last token. Returns False when stopped early.
+        ``Llama.generate`` evaluates the whole prompt in one uninterruptible call; for prompts longer than a batch,
+        the head is evaluated here batch by batch so a cancel or the deadline can stop it, and ``generate`` finds it
+        cached and evaluates only the last batch. A prompt of one batch is left to ``generate`` alone (one decode
+        call, as in-process use would do). Returns False when stopped early.
         """
         llm = self.llm
-        target = prompt_tokens[:-1]
+        head = len(prompt_tokens) - llm.n_batch
+        if head <= 0:
+            return True
+        target = prompt_tokens[:head]
         cached = llm.input_ids[: llm.n_tokens].tolist()
         common = 0
         for a, b in zip(cached, target):

@@ -34,14 +34,7 @@ class GenerationStream(StreamingResponse):
         self.generation = generation
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def watch_disconnect() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    self.generation.cancel()
-                    return
-
-        watcher = asyncio.create_task(watch_disconnect())
+        watcher = asyncio.create_task(_cancel_on_disconnect(receive, self.generation))
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for chunk in self.body_iterator:
@@ -54,6 +47,15 @@ class GenerationStream(StreamingResponse):
         finally:
             watcher.cancel()
             self.generation.cancel()
+
+
+async def _cancel_on_disconnect(receive: Receive, generation: Generation) -> None:
+    """Cancel ``generation`` when the client goes away (the body has been read, so the next message is that)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            generation.cancel()
+            return
 
 
 def build_router(service: LLMService) -> APIRouter:
@@ -116,7 +118,11 @@ def build_router(service: LLMService) -> APIRouter:
         telemetry.REQUESTS.labels(endpoint, model_label, "200").inc()
         if req.stream:
             return GenerationStream(_sse(generation), generation)
-        text = await generation.text()
+        watcher = asyncio.create_task(_cancel_on_disconnect(request.receive, generation))
+        try:
+            text = await generation.text()
+        finally:
+            watcher.cancel()
         return JSONResponse(_response_body(generation, text))
 
     return router

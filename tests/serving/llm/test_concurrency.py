@@ -96,3 +96,21 @@ def test_disconnect_mid_stream_frees_the_model_promptly(predictor):
     assert first_token_at - closed < 2.0, first_token_at - closed
     cancelled_after = metric(predictor.url, "ragtune_llm_generations_total", model=MODEL, finish_reason="cancelled")
     assert cancelled_after == cancelled_before + 1
+
+
+def test_client_giving_up_on_a_non_streaming_request_cancels_it(predictor):
+    cancelled_before = metric(predictor.url, "ragtune_llm_generations_total", model=MODEL, finish_reason="cancelled")
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Write a very long essay about mountains."}],
+            "max_tokens": 2000, "temperature": 0.8, "seed": 9}
+    try:
+        httpx.post(f"{predictor.url}/openai/v1/chat/completions", json=body, headers=AUTH, timeout=1.5)
+    except httpx.TimeoutException:
+        pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = metric(predictor.url, "ragtune_llm_generations_total", model=MODEL, finish_reason="cancelled")
+        if after == cancelled_before + 1:
+            break
+        time.sleep(0.1)
+    assert after == cancelled_before + 1
+    assert metric(predictor.url, "ragtune_llm_active_generations") == 0
