@@ -150,3 +150,29 @@ def test_lint_reports_a_broken_chart(tmp_path):
     (broken / "templates" / "broken.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Values.nope.missing }}\n")
     report = helm_python.lint(str(broken), strict=True, kube_version=f"v{K8S_VERSION}")
     assert report["errors"] or any(m["severity"] >= 2 for m in report["messages"]), report
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_env_names_are_real_settings_fields(scenario):
+    """Every RAGTUNE_* variable the chart sets names a field of that service's settings object (typos do nothing)."""
+    from frontend.settings import ChatSettings
+    from serving.llm.settings import LLMSettings
+    from serving.retriever.settings import RetrieverSettings
+
+    prefixes = {"RAGTUNE_LLM_": LLMSettings, "RAGTUNE_RETRIEVER_": RetrieverSettings, "RAGTUNE_CHAT_": ChatSettings}
+    harness_only = {"RAGTUNE_TEST_TIMEOUT_S"}  # read by files/helm_test.py
+    from tests.helm.chart_objects import pod_specs
+
+    seen = 0
+    for name, spec in pod_specs(render(scenario)):
+        for container in spec["containers"]:
+            for env in container.get("env") or []:
+                var = env["name"]
+                if not var.startswith("RAGTUNE_") or var in harness_only:
+                    continue
+                if name.startswith("Pod/") and var == "RAGTUNE_LLM_API_KEY":
+                    continue  # the helm test Pods send it as a Bearer header
+                prefix = next(p for p in prefixes if var.startswith(p))
+                assert var[len(prefix):].lower() in prefixes[prefix].model_fields, (name, var)
+                seen += 1
+    assert seen >= 5
