@@ -176,3 +176,37 @@ def test_env_names_are_real_settings_fields(scenario):
                 assert var[len(prefix):].lower() in prefixes[prefix].model_fields, (name, var)
                 seen += 1
     assert seen >= 5
+
+
+def test_every_value_is_documented_inline():
+    """Each leaf key of values.yaml has a helm-docs `# --` comment right above it (catalog entries excepted)."""
+    import re
+    from pathlib import Path
+
+    lines = (Path(chart_dir()) / "values.yaml").read_text().splitlines()
+    undocumented = []
+    in_list_item_indent = None
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)(- )?([A-Za-z_][\w.-]*):(\s*(.*))?$", line)
+        if not m or line.lstrip().startswith("#"):
+            continue
+        indent = len(m.group(1))
+        if m.group(2):  # a list item (catalog models, selectors): data, not a setting
+            in_list_item_indent = indent
+            continue
+        if in_list_item_indent is not None and indent > in_list_item_indent:
+            continue
+        in_list_item_indent = None
+        value = (m.group(5) or "").split(" #")[0].strip()
+        next_line = lines[i + 1] if i + 1 < len(lines) else ""
+        is_section = value == "" and len(next_line) - len(next_line.lstrip()) > indent and not next_line.lstrip().startswith("- ")
+        if is_section:
+            continue
+        j = i - 1
+        block = []
+        while j >= 0 and lines[j].strip().startswith("#"):
+            block.append(lines[j].strip())
+            j -= 1
+        if not any(c.startswith("# --") for c in block):
+            undocumented.append(m.group(3))
+    assert undocumented == [], f"values without a '# --' comment: {undocumented}"
