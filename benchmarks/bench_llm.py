@@ -68,6 +68,7 @@ class InProcess:
                     {"role": "user", "content": prompt_for(i)}]
         start = time.perf_counter()
         tokens = self.llm.tokenize(self.engine.chat_prompt(messages).encode(), add_bos=False, special=True)
+        self.llm.reset()  # like the predictor (reuse_prompt_prefix off): every prompt evaluated in full
         first = None
         n = 0
         gen = self.llm.generate(tokens, top_k=TOP_K, top_p=1.0, min_p=MIN_P, temp=0.0, repeat_penalty=1.0)

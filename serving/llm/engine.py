@@ -98,12 +98,19 @@ class LlamaEngine:
     path: Path
     size_bytes: int
     llm: llama_cpp.Llama
+    reuse_prefix: bool = False
     _formatter: Jinja2ChatFormatter | None = field(default=None, repr=False)
     _piece_buf: ctypes.Array = field(default_factory=lambda: ctypes.create_string_buffer(64), repr=False)
 
     @classmethod
-    def load(cls, entry: CatalogEntry, path: Path, *, n_threads: int, n_batch: int) -> "LlamaEngine":
-        """Load ``path`` (already resolved and sha256-verified by the caller) with the entry's context size."""
+    def load(
+        cls, entry: CatalogEntry, path: Path, *, n_threads: int, n_batch: int, reuse_prefix: bool = False
+    ) -> "LlamaEngine":
+        """Load ``path`` (already resolved and sha256-verified by the caller) with the entry's context size.
+
+        ``reuse_prefix`` keeps the KV cache of a prompt prefix shared with the previous generation: faster for
+        growing chats, but the logits then depend on what ran before, so a seeded sample is no longer repeatable.
+        """
         llm = llama_cpp.Llama(
             model_path=str(path),
             n_ctx=entry.context_size,
@@ -121,7 +128,8 @@ class LlamaEngine:
                 bos_token=_token_text(llm, llm.token_bos()),
                 add_generation_prompt=True,
             )
-        return cls(entry=entry, path=path, size_bytes=path.stat().st_size, llm=llm, _formatter=formatter)
+        return cls(entry=entry, path=path, size_bytes=path.stat().st_size, llm=llm, reuse_prefix=reuse_prefix,
+                   _formatter=formatter)
 
     @property
     def context_size(self) -> int:
@@ -167,6 +175,8 @@ class LlamaEngine:
         llm = self.llm
         outcome = GenerationOutcome("length", len(prompt_tokens), 0, started or time.monotonic())
         llm.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
+        if not self.reuse_prefix:
+            llm.reset()  # same prompt + seed -> same evaluation -> same text, whatever ran before
         if not self._eval_prompt_prefix(prompt_tokens, cancel, deadline):
             outcome.finish_reason = "cancelled" if cancel.is_set() else "length"
             outcome.timed_out = not cancel.is_set()

@@ -46,7 +46,11 @@ class ModelPool:
     Only called from the llama thread, so it needs no lock.
     """
 
-    def __init__(self, catalog: Catalog, catalog_path: Path | None, *, budget_bytes: int, n_threads: int, n_batch: int):
+    def __init__(
+        self, catalog: Catalog, catalog_path: Path | None, *, budget_bytes: int, n_threads: int, n_batch: int,
+        reuse_prefix: bool = False,
+    ):
+        self.reuse_prefix = reuse_prefix
         self.catalog = catalog
         self.catalog_path = catalog_path
         self.budget_bytes = budget_bytes
@@ -94,7 +98,9 @@ class ModelPool:
             telemetry.log_event("model_unloaded", model=old_name, reason="lru", bytes=old.size_bytes)
         started = time.monotonic()
         try:
-            engine = LlamaEngine.load(entry, path, n_threads=self.n_threads, n_batch=self.n_batch)
+            engine = LlamaEngine.load(
+                entry, path, n_threads=self.n_threads, n_batch=self.n_batch, reuse_prefix=self.reuse_prefix
+            )
         except (ValueError, RuntimeError, OSError) as exc:
             telemetry.log_event("model_refused", logging.ERROR, model=name, reason=str(exc))
             raise ModelUnavailable(f"model {name!r} failed to load: {exc}", param="model") from None
@@ -268,7 +274,7 @@ class LLMService:
         self.catalog = catalog
         self.pool = ModelPool(
             catalog, catalog_path, budget_bytes=settings.memory_budget_mb * _MIB,
-            n_threads=settings.n_threads, n_batch=settings.n_batch,
+            n_threads=settings.n_threads, n_batch=settings.n_batch, reuse_prefix=settings.reuse_prompt_prefix,
         )
         names = settings.preload_names(catalog.names())
         self.preload = self._fit_preload(catalog.names() if names == "*" else names, strict=names != "*")

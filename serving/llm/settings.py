@@ -53,6 +53,11 @@ class LLMSettings(BaseSettings):
     )
     n_threads: int = Field(default_factory=_default_threads, ge=1, le=512, description="llama.cpp threads per generation.")
     n_batch: int = Field(512, ge=8, le=8192, description="Prompt tokens evaluated per llama.cpp batch.")
+    reuse_prompt_prefix: bool = Field(
+        False,
+        description="Keep the KV cache of a prompt prefix shared with the previous request (faster growing chats); "
+        "off by default because a seeded sample is then no longer repeatable.",
+    )
     max_queue: int = Field(8, ge=0, le=1024, description="Requests that may wait for the model; past it: 429.")
     queue_timeout_s: float = Field(60.0, gt=0, le=3600, description="Longest wait in the queue before a 503.")
     generation_timeout_s: float = Field(
