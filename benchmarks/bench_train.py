@@ -59,18 +59,14 @@ def baseline_run(data_dir: Path, work: Path, args: argparse.Namespace, round_no:
                       task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=sft, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          peft_config=lora)
-    collate, seen = trainer.data_collator, {"tokens": 0}
+    from components.train.trainer import TokenCounter
 
-    def counting(examples):
-        batch = collate(examples)
-        seen["tokens"] += int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(
-            (batch["labels"] != -100).numel())
-        return batch
-
-    trainer.data_collator = counting
+    counter = TokenCounter(trainer.model)  # the same counting as the component's report
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
+    counter.close()
+    seen = {"tokens": counter.tokens}
     return {"tokens": seen["tokens"], "seconds": round(seconds, 3), "tokens_per_s": seen["tokens"] / seconds}
 
 

@@ -25,7 +25,7 @@ DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "
 #: fields that do not change what is trained (where it is stored, how often), left out of the run fingerprint
 _RUNTIME_FIELDS = {
     "checkpoint_store", "checkpoint_location", "hub_namespace", "run_name", "save_steps", "save_total_limit",
-    "resume", "logging_steps", "merged_dtype", "backend",
+    "resume", "logging_steps", "merged_dtype", "backend", "num_threads",
 }
 
 
@@ -110,6 +110,12 @@ class TrainConfig:
         default=None,
         metadata={"help": "Recompute activations to save memory. None: on with a GPU (unsloth's variant for the "
                   "unsloth backend), off on CPU where memory is not the limit."},
+    )
+    num_threads: int | None = field(
+        default=None,
+        metadata={"help": "CPU threads for torch. None: torch's default (every visible core); set it to the pod's "
+                  "CPU limit, since oversubscribed OpenMP threads slow CPU training down many times.",
+                  "min": 1, "max": 1024},
     )
     seed: int = field(default=3407, metadata={"help": "Seed for LoRA init, data order and dropout.", "min": 0,
                                               "max": 2**32 - 1})

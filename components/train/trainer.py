@@ -96,11 +96,10 @@ def _read_chat_template(value: str | None) -> str | None:
 
 
 class PadCollator:
-    """Right-pad ``input_ids`` / ``labels`` (labels with -100) and count the real tokens seen (for tokens/s)."""
+    """Right-pad ``input_ids`` / ``labels`` (labels with -100) and build the attention mask."""
 
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = pad_token_id
-        self.tokens_seen = 0
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -114,8 +113,31 @@ class PadCollator:
             ids[row, :n] = torch.as_tensor(example["input_ids"], dtype=torch.long)
             labels[row, :n] = torch.as_tensor(example["labels"], dtype=torch.long)
             mask[row, :n] = 1
-        self.tokens_seen += int(mask.sum())
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class TokenCounter:
+    """Count the real (non-padding) tokens that go through the model's forward pass while it trains.
+
+    Counting at the forward pass, not in the collator, leaves out the batches a resumed run skips over.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.tokens = 0
+        self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module: Any, args: tuple, kwargs: dict) -> None:
+        if not module.training:
+            return
+        mask = kwargs.get("attention_mask")
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if mask is not None:
+            self.tokens += int(mask.sum())
+        elif ids is not None:
+            self.tokens += int(ids.numel())
+
+    def close(self) -> None:
+        self._handle.remove()
 
 
 def tokenize_conversations(
@@ -323,6 +345,8 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, *, hub_ap
     from datasets import Dataset
     from trl import SFTTrainer
 
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     model, tokenizer = load_for_training(cfg, ref, rt, out)
     if chat_template:
         tokenizer.chat_template = chat_template
@@ -348,9 +372,13 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, *, hub_ap
     if rt.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
+    counter = TokenCounter(model)
     t0 = time.perf_counter()
-    with _sigterm_guard(flag):
-        trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
+    try:
+        with _sigterm_guard(flag):
+            trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
+    finally:
+        counter.close()
     train_seconds = time.perf_counter() - t0
     if flag.requested:
         step = flag.saved_step if flag.saved_step is not None else trainer.state.global_step
@@ -374,9 +402,9 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, *, hub_ap
         "resumed_from_step": resume[0] if resume else None,
         "loss_curve": curve,
         "final_loss": curve[-1]["loss"] if curve else None,
-        "train_tokens": collator.tokens_seen,
+        "train_tokens": counter.tokens,
         "train_seconds": round(train_seconds, 3),
-        "tokens_per_second": round(collator.tokens_seen / train_seconds, 3) if train_seconds > 0 else 0.0,
+        "tokens_per_second": round(counter.tokens / train_seconds, 3) if train_seconds > 0 else 0.0,
         "trainable_params": int(trainable),
         "total_params": int(total),
         "trainable_percent": round(100.0 * trainable / total, 4) if total else 0.0,

@@ -221,3 +221,14 @@ def test_encode_chat_without_any_template_names_chat_template(smol_tokenizer):
     bare.chat_template = None
     with pytest.raises(ChatTemplateError, match="^chat_template:"):
         encode_chat(bare, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], 16)
+
+
+def test_docs_table_lists_every_config_field():
+    import dataclasses
+
+    from components.data.prepare import DataConfig
+
+    text = (REPO / "docs" / "finetune-training.md").read_text(encoding="utf-8")
+    for cls in (TrainConfig, DataConfig):
+        missing = [f.name for f in dataclasses.fields(cls) if f"| `{f.name}` |" not in text]
+        assert not missing, f"docs/finetune-training.md lacks {cls.__name__} fields: {missing}"
