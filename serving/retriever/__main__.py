@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_body_bytes", type=int, help="Largest request body in bytes (65536); larger: 413.")
     parser.add_argument("--embedding_model", help="Embedding model path or id (default: the one the index records).")
     parser.add_argument("--batch_size", type=int, help="Queries per embedding batch (64).")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch and FAISS (CPU count, at most 8).")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch and FAISS (default: the CPUs granted to the process, at most 8).")
     # None: not given here, so the environment or the settings default decides.
     parser.set_defaults(model_name=None, enable_grpc=False)
     return parser

@@ -19,6 +19,22 @@ ENV_PREFIX = "RAGTUNE_RETRIEVER_"
 _MODEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
 
+def default_threads() -> int:
+    """CPUs this process may use (affinity, capped by a cgroup v2 quota, i.e. a Kubernetes CPU limit), at most 8.
+
+    torch and FAISS threads spin while they wait for each other: more threads than granted CPUs is many times
+    slower, which ``os.cpu_count()`` (the node's CPUs) would give inside a limited pod.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, min(cpus, 8))
+
+
 class SettingsError(ValueError):
     """The retriever's configuration is invalid; the message names the bad field."""
 
@@ -52,7 +68,7 @@ class RetrieverSettings(BaseSettings):
     )
     batch_size: int = Field(64, ge=1, le=4096, description="Queries encoded per embedding batch.")
     threads: int = Field(
-        default_factory=lambda: max(1, min(os.cpu_count() or 1, 8)),
+        default_factory=default_threads,
         ge=1,
         le=256,
         description="CPU threads for the embedding model (torch) and FAISS search.",

@@ -102,7 +102,8 @@ LOADING_PROBES = ("/v2/health/live", "/v2/health/ready", "/v2/models/retriever/r
 def retriever(sample_index) -> Retriever:
     port = free_port()
     server = ServerProcess(
-        python_module("serving.retriever", "--index", str(sample_index), "--http_port", str(port), "--threads", "2"),
+        # One thread: on a busy 2-core runner, spinning torch/FAISS threads make each query seconds slower.
+        python_module("serving.retriever", "--index", str(sample_index), "--http_port", str(port), "--threads", "1"),
         port=port,
     ).start()
     try:
