@@ -64,8 +64,7 @@ class InProcess:
         self.llama_cpp = llama_cpp
 
     def run(self, i: int, max_tokens: int) -> tuple[float, float, int]:
-        messages = [{"role": "system", "content": self.entry.system_prompt},
-                    {"role": "user", "content": prompt_for(i)}]
+        messages = [{"role": "system", "content": self.entry.system_prompt}, {"role": "user", "content": prompt_for(i)}]
         start = time.perf_counter()
         tokens = self.llm.tokenize(self.engine.chat_prompt(messages).encode(), add_bos=False, special=True)
         self.llm.reset()  # like the predictor (reuse_prompt_prefix off): every prompt evaluated in full
@@ -87,8 +86,15 @@ class InProcess:
 
 
 def stream_once(url: str, i: int, max_tokens: int) -> tuple[float, float, int]:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt_for(i)}], "max_tokens": max_tokens,
-            "temperature": 0, "top_p": 1.0, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt_for(i)}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "top_p": 1.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     start = time.perf_counter()
     first = end = None
     usage = 0
@@ -114,8 +120,13 @@ async def concurrent_load(url: str, clients: int, per_client: int, max_tokens: i
     async def client(c: int, http: httpx.AsyncClient) -> None:
         nonlocal tokens
         for k in range(per_client):
-            body = {"model": MODEL, "messages": [{"role": "user", "content": prompt_for(1000 + 10 * c + k)}],
-                    "max_tokens": max_tokens, "temperature": 0, "top_p": 1.0}
+            body = {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": prompt_for(1000 + 10 * c + k)}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "top_p": 1.0,
+            }
             t = time.perf_counter()
             response = await http.post(f"{url}/openai/v1/chat/completions", json=body)
             response.raise_for_status()
@@ -148,8 +159,20 @@ def main() -> int:
     baseline = InProcess(args.threads)
     gguf_bytes = baseline.path.stat().st_size
     port = free_port()
-    server = ServerProcess(python_module("serving.llm", "--catalog", str(CATALOG), "--http_port", str(port),
-                                         "--n_threads", str(args.threads), "--log_level", "WARNING"), port=port)
+    server = ServerProcess(
+        python_module(
+            "serving.llm",
+            "--catalog",
+            str(CATALOG),
+            "--http_port",
+            str(port),
+            "--n_threads",
+            str(args.threads),
+            "--log_level",
+            "WARNING",
+        ),
+        port=port,
+    )
     server.start()
     try:
         server.wait_ready("/v2/health/ready", timeout=180)
@@ -170,7 +193,10 @@ def main() -> int:
     pred_ttft, pred_tps = med(pred_runs, 0), med(pred_runs, 1)
     limit_tps = bandwidth * 1e9 / gguf_bytes
     figures = {
-        "threads": args.threads, "decode_tokens": args.tokens, "reps": args.reps, "gguf_bytes": gguf_bytes,
+        "threads": args.threads,
+        "decode_tokens": args.tokens,
+        "reps": args.reps,
+        "gguf_bytes": gguf_bytes,
         "tokens_generated": [r[2] for r in pred_runs],
         "inprocess": {"ttft_ms": base_ttft * 1e3, "decode_tokens_per_s": base_tps},
         "predictor": {"ttft_ms": pred_ttft * 1e3, "decode_tokens_per_s": pred_tps},
@@ -184,14 +210,20 @@ def main() -> int:
     print(f"GGUF {gguf_bytes / 1e6:.1f} MB, {args.threads} threads, {args.tokens} tokens x {args.reps} reps (medians)")
     print(f"in-process llama-cpp-python : TTFT {base_ttft * 1e3:7.1f} ms   decode {base_tps:6.1f} tok/s")
     print(f"predictor (HTTP, streaming) : TTFT {pred_ttft * 1e3:7.1f} ms   decode {pred_tps:6.1f} tok/s")
-    print(f"ratio tokens/s predictor/in-process = {pred_tps / base_tps:.3f} (target >= 0.95); "
-          f"TTFT delta = {(pred_ttft - base_ttft) * 1e3:+.1f} ms (target <= +20 ms)")
-    print(f"memory bandwidth (copy) {bandwidth:.1f} GB/s -> limit {limit_tps:.0f} tok/s for this GGUF; "
-          f"predictor reaches {pred_tps / limit_tps:.1%} of it")
+    print(
+        f"ratio tokens/s predictor/in-process = {pred_tps / base_tps:.3f} (target >= 0.95); "
+        f"TTFT delta = {(pred_ttft - base_ttft) * 1e3:+.1f} ms (target <= +20 ms)"
+    )
+    print(
+        f"memory bandwidth (copy) {bandwidth:.1f} GB/s -> limit {limit_tps:.0f} tok/s for this GGUF; "
+        f"predictor reaches {pred_tps / limit_tps:.1%} of it"
+    )
     print("clients  requests  aggregate tok/s   p50 latency   p99 latency   (64-token answers)")
     for lv in levels:
-        print(f"{lv['clients']:7d}  {lv['requests']:8d}  {lv['aggregate_tokens_per_s']:15.1f}  "
-              f"{lv['p50_s']:10.2f} s  {lv['p99_s']:10.2f} s")
+        print(
+            f"{lv['clients']:7d}  {lv['requests']:8d}  {lv['aggregate_tokens_per_s']:15.1f}  "
+            f"{lv['p50_s']:10.2f} s  {lv['p99_s']:10.2f} s"
+        )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

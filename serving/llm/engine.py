@@ -128,8 +128,14 @@ class LlamaEngine:
                 bos_token=_token_text(llm, llm.token_bos()),
                 add_generation_prompt=True,
             )
-        return cls(entry=entry, path=path, size_bytes=path.stat().st_size, llm=llm, reuse_prefix=reuse_prefix,
-                   _formatter=formatter)
+        return cls(
+            entry=entry,
+            path=path,
+            size_bytes=path.stat().st_size,
+            llm=llm,
+            reuse_prefix=reuse_prefix,
+            _formatter=formatter,
+        )
 
     @property
     def context_size(self) -> int:

@@ -53,7 +53,9 @@ class LLMModel(kserve.Model):
     async def healthy(self) -> bool:
         return self.ready
 
-    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None) -> dict | InferResponse:
+    async def predict(
+        self, payload: dict | InferRequest, headers: dict[str, str] | None = None
+    ) -> dict | InferResponse:
         if isinstance(payload, InferRequest):
             return await self._predict_v2(payload)
         return await self._predict_v1(payload)
@@ -61,18 +63,23 @@ class LLMModel(kserve.Model):
     async def _predict_v1(self, payload: Any) -> dict:
         instances = payload.get("instances") if isinstance(payload, dict) else None
         if not isinstance(instances, list) or not instances:
-            raise InvalidRequest("the V1 body must be {\"instances\": [...]} with at least one instance",
-                                 param="instances")
+            raise InvalidRequest(
+                'the V1 body must be {"instances": [...]} with at least one instance', param="instances"
+            )
         requests = [self._v1_instance(i, instance) for i, instance in enumerate(instances)]
         predictions = []
         for req in requests:
             text, generation = await self._generate(req, "v1")
-            predictions.append({
-                "text": text,
-                "finish_reason": generation.outcome.finish_reason if generation.outcome else "stop",
-                "usage": {"prompt_tokens": generation.prompt_tokens,
-                          "completion_tokens": generation.outcome.completion_tokens if generation.outcome else 0},
-            })
+            predictions.append(
+                {
+                    "text": text,
+                    "finish_reason": generation.outcome.finish_reason if generation.outcome else "stop",
+                    "usage": {
+                        "prompt_tokens": generation.prompt_tokens,
+                        "completion_tokens": generation.outcome.completion_tokens if generation.outcome else 0,
+                    },
+                }
+            )
         return {"predictions": predictions}
 
     def _v1_instance(self, index: int, instance: Any) -> GenerationRequest:
@@ -102,8 +109,10 @@ class LLMModel(kserve.Model):
             raise InvalidRequest("parameters.raw_prompt must be a boolean", param="parameters.raw_prompt")
         unknown = sorted(set(params) - set(_V2_PARAMETERS))
         if unknown:
-            raise InvalidRequest(f"unsupported parameters: {', '.join(unknown)} (supported: "
-                                 f"{', '.join(_V2_PARAMETERS)}, raw_prompt)", param=f"parameters.{unknown[0]}")
+            raise InvalidRequest(
+                f"unsupported parameters: {', '.join(unknown)} (supported: {', '.join(_V2_PARAMETERS)}, raw_prompt)",
+                param=f"parameters.{unknown[0]}",
+            )
         cap = self.service.settings.max_tokens_cap
         requests = []
         for text in texts:
@@ -112,8 +121,11 @@ class LLMModel(kserve.Model):
                 if raw:
                     requests.append(parse_completion_request({**body, "prompt": text}, max_tokens_cap=cap))
                 else:
-                    requests.append(parse_chat_request(
-                        {**body, "messages": [{"role": "user", "content": text}]}, max_tokens_cap=cap))
+                    requests.append(
+                        parse_chat_request(
+                            {**body, "messages": [{"role": "user", "content": text}]}, max_tokens_cap=cap
+                        )
+                    )
             except InvalidRequest as exc:
                 exc.param = f"parameters.{exc.param}" if exc.param in _V2_PARAMETERS else exc.param
                 raise
@@ -149,8 +161,9 @@ def _v2_texts(request: InferRequest) -> list[str]:
     inputs = [i for i in request.inputs if i.name == "text_input"]
     if len(inputs) != 1:
         names = ", ".join(i.name for i in request.inputs) or "none"
-        raise InvalidRequest(f"the V2 request needs exactly one input named 'text_input' (got: {names})",
-                             param="inputs")
+        raise InvalidRequest(
+            f"the V2 request needs exactly one input named 'text_input' (got: {names})", param="inputs"
+        )
     tensor = inputs[0]
     if tensor.datatype != "BYTES":
         raise InvalidRequest(f"text_input must be BYTES, got {tensor.datatype}", param="inputs.text_input.datatype")

@@ -21,11 +21,37 @@ _MODEL_NAME_RE = re.compile(MODEL_NAME_PATTERN)
 
 # Accepted and ignored: they do not change what a single local model generates.
 _IGNORED = {"user", "metadata", "store", "service_tier"}
-_COMMON = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options",
-           "presence_penalty", "frequency_penalty", "n", "logprobs", "logit_bias"} | _IGNORED
-_CHAT_FIELDS = _COMMON | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "functions",
-                          "function_call", "parallel_tool_calls", "response_format", "audio", "modalities",
-                          "prediction", "reasoning_effort", "web_search_options"}
+_COMMON = {
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "stream",
+    "stream_options",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+    "logprobs",
+    "logit_bias",
+} | _IGNORED
+_CHAT_FIELDS = _COMMON | {
+    "messages",
+    "max_completion_tokens",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+    "response_format",
+    "audio",
+    "modalities",
+    "prediction",
+    "reasoning_effort",
+    "web_search_options",
+}
 _COMPLETION_FIELDS = _COMMON | {"prompt", "best_of", "echo", "suffix"}
 
 
@@ -70,7 +96,9 @@ def parse_chat_request(body: Any, *, max_tokens_cap: int) -> GenerationRequest:
         raise UnsupportedParameter("only text output is supported", param="modalities")
     response_format = body.get("response_format")
     if response_format is not None and response_format != {"type": "text"}:
-        raise UnsupportedParameter("response_format other than {'type': 'text'} is not supported", param="response_format")
+        raise UnsupportedParameter(
+            "response_format other than {'type': 'text'} is not supported", param="response_format"
+        )
     max_tokens = _max_tokens(body, "max_tokens", max_tokens_cap)
     if body.get("max_completion_tokens") is not None:
         if max_tokens is not None:
@@ -98,13 +126,18 @@ def parse_completion_request(body: Any, *, max_tokens_cap: int) -> GenerationReq
     if "prompt" not in body or prompt is None:
         raise InvalidRequest("prompt is required", param="prompt", code="missing_required_parameter")
     if isinstance(prompt, list):
-        raise UnsupportedParameter("prompt must be one string; batches and token arrays are not supported", param="prompt")
+        raise UnsupportedParameter(
+            "prompt must be one string; batches and token arrays are not supported", param="prompt"
+        )
     if not isinstance(prompt, str):
         raise InvalidRequest(f"prompt must be a string, got {_kind(prompt)}", param="prompt", code="invalid_type")
     if not prompt:
         raise InvalidRequest("prompt must not be empty", param="prompt")
     return GenerationRequest(
-        kind="completion", model=_model(body), prompt=prompt, max_tokens=_max_tokens(body, "max_tokens", max_tokens_cap),
+        kind="completion",
+        model=_model(body),
+        prompt=prompt,
+        max_tokens=_max_tokens(body, "max_tokens", max_tokens_cap),
         **_sampling(body),
     )
 
@@ -112,7 +145,9 @@ def parse_completion_request(body: Any, *, max_tokens_cap: int) -> GenerationReq
 def validate_model_name(name: Any, param: str = "model") -> str:
     """A catalog-style name (letters, digits, '.', '_', '-'); anything path-like is refused before any lookup."""
     if not isinstance(name, str) or not name:
-        raise InvalidRequest(f"{param} is required and must be a string", param=param, code="missing_required_parameter")
+        raise InvalidRequest(
+            f"{param} is required and must be a string", param=param, code="missing_required_parameter"
+        )
     if not _MODEL_NAME_RE.match(name):
         raise InvalidRequest(
             f"{param} {name[:80]!r} is not a model name: use one of the names listed by GET /openai/v1/models "
@@ -127,7 +162,9 @@ def validate_model_name(name: Any, param: str = "model") -> str:
 
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise InvalidRequest(f"the request body must be a JSON object, got {_kind(body)}", param=None, code="invalid_type")
+        raise InvalidRequest(
+            f"the request body must be a JSON object, got {_kind(body)}", param=None, code="invalid_type"
+        )
     return body
 
 
@@ -157,16 +194,20 @@ def _messages(body: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         raise InvalidRequest("messages is required", param="messages", code="missing_required_parameter")
     messages = body["messages"]
     if not isinstance(messages, list):
-        raise InvalidRequest(f"messages must be a list of message objects, got {_kind(messages)}", param="messages",
-                             code="invalid_type")
+        raise InvalidRequest(
+            f"messages must be a list of message objects, got {_kind(messages)}", param="messages", code="invalid_type"
+        )
     if not messages:
         raise InvalidRequest("messages must not be empty", param="messages")
     out = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise InvalidRequest(f"{where} must be an object with role and content, got {_kind(message)}",
-                                 param=where, code="invalid_type")
+            raise InvalidRequest(
+                f"{where} must be an object with role and content, got {_kind(message)}",
+                param=where,
+                code="invalid_type",
+            )
         role = message.get("role")
         if role not in ROLES:
             shown = role if isinstance(role, str) else _kind(role)
@@ -175,12 +216,14 @@ def _messages(body: dict[str, Any]) -> tuple[tuple[str, str], ...]:
             if key not in ("role", "content", "name"):
                 raise UnsupportedParameter(f"{where}.{key} is not supported by this server", param=f"{where}.{key}")
         if "content" not in message:
-            raise InvalidRequest(f"{where}.content is required", param=f"{where}.content",
-                                 code="missing_required_parameter")
+            raise InvalidRequest(
+                f"{where}.content is required", param=f"{where}.content", code="missing_required_parameter"
+            )
         content = message["content"]
         if not isinstance(content, str):
-            raise InvalidRequest(f"{where}.content must be a string, got {_kind(content)}", param=f"{where}.content",
-                                 code="invalid_type")
+            raise InvalidRequest(
+                f"{where}.content must be a string, got {_kind(content)}", param=f"{where}.content", code="invalid_type"
+            )
         out.append(("system" if role == "developer" else role, content))
     return tuple(out)
 
@@ -248,8 +291,9 @@ def _stop(value: Any) -> tuple[str, ...] | None:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
-        raise InvalidRequest("stop must be a non-empty string or a list of non-empty strings", param="stop",
-                             code="invalid_type")
+        raise InvalidRequest(
+            "stop must be a non-empty string or a list of non-empty strings", param="stop", code="invalid_type"
+        )
     if len(value) > MAX_STOP_SEQUENCES:
         raise InvalidRequest(f"stop may hold at most {MAX_STOP_SEQUENCES} sequences, got {len(value)}", param="stop")
     return tuple(value)
@@ -260,5 +304,12 @@ def _is_int(value: Any) -> bool:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "an integer",
+        float: "a number",
+    }.get(type(value), type(value).__name__)

@@ -69,8 +69,10 @@ def build_router(service: LLMService) -> APIRouter:
         if is_ready:
             return JSONResponse({"ready": True})
         return JSONResponse(
-            {"ready": False, "error": {"message": f"not ready: {why}", "type": "server_error", "param": None,
-                                       "code": "not_ready"}},
+            {
+                "ready": False,
+                "error": {"message": f"not ready: {why}", "type": "server_error", "param": None, "code": "not_ready"},
+            },
             status_code=503,
         )
 
@@ -155,22 +157,35 @@ def _finish_reason(generation: Generation) -> str:
 def _response_body(generation: Generation, text: str) -> dict[str, Any]:
     req = generation.request
     if req.kind == "chat":
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                  "finish_reason": _finish_reason(generation)}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": None,
+            "finish_reason": _finish_reason(generation),
+        }
         obj, prefix = "chat.completion", "chatcmpl-"
     else:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": _finish_reason(generation)}
         obj, prefix = "text_completion", "cmpl-"
-    return {"id": prefix + generation.id, "object": obj, "created": generation.created, "model": req.model,
-            "choices": [choice], "usage": _usage(generation)}
+    return {
+        "id": prefix + generation.id,
+        "object": obj,
+        "created": generation.created,
+        "model": req.model,
+        "choices": [choice],
+        "usage": _usage(generation),
+    }
 
 
 async def _sse(generation: Generation) -> AsyncIterator[str]:
     req = generation.request
     chat = req.kind == "chat"
-    head = {"id": ("chatcmpl-" if chat else "cmpl-") + generation.id,
-            "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": generation.created, "model": req.model}
+    head = {
+        "id": ("chatcmpl-" if chat else "cmpl-") + generation.id,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": generation.created,
+        "model": req.model,
+    }
 
     def chunk(content: str | None, finish: str | None, first: bool = False) -> str:
         if chat:

@@ -60,9 +60,15 @@ def serve(settings: LLMSettings) -> int:
 
     server.servers.append(preload())
     telemetry.log_event(
-        "starting", port=settings.http_port, catalog=str(settings.catalog), models=catalog.names(),
-        preload=service.preload, max_queue=settings.max_queue, n_threads=settings.n_threads,
-        memory_budget_mb=settings.memory_budget_mb, auth=settings.api_key is not None,
+        "starting",
+        port=settings.http_port,
+        catalog=str(settings.catalog),
+        models=catalog.names(),
+        preload=service.preload,
+        max_queue=settings.max_queue,
+        n_threads=settings.n_threads,
+        memory_budget_mb=settings.memory_budget_mb,
+        auth=settings.api_key is not None,
     )
     try:
         server.start([])

@@ -47,7 +47,13 @@ class ModelPool:
     """
 
     def __init__(
-        self, catalog: Catalog, catalog_path: Path | None, *, budget_bytes: int, n_threads: int, n_batch: int,
+        self,
+        catalog: Catalog,
+        catalog_path: Path | None,
+        *,
+        budget_bytes: int,
+        n_threads: int,
+        n_batch: int,
         reuse_prefix: bool = False,
     ):
         self.reuse_prefix = reuse_prefix
@@ -109,8 +115,12 @@ class ModelPool:
         telemetry.LOADED_MODELS.set(len(self._loaded))
         telemetry.LOADED_BYTES.set(self.used_bytes())
         telemetry.log_event(
-            "model_loaded", model=name, bytes=size, seconds=round(time.monotonic() - started, 3),
-            context=engine.context_size, chat_template=engine.has_chat_template,
+            "model_loaded",
+            model=name,
+            bytes=size,
+            seconds=round(time.monotonic() - started, 3),
+            context=engine.context_size,
+            chat_template=engine.has_chat_template,
         )
         return engine
 
@@ -273,8 +283,12 @@ class LLMService:
         self.settings = settings
         self.catalog = catalog
         self.pool = ModelPool(
-            catalog, catalog_path, budget_bytes=settings.memory_budget_mb * _MIB,
-            n_threads=settings.n_threads, n_batch=settings.n_batch, reuse_prefix=settings.reuse_prompt_prefix,
+            catalog,
+            catalog_path,
+            budget_bytes=settings.memory_budget_mb * _MIB,
+            n_threads=settings.n_threads,
+            n_batch=settings.n_batch,
+            reuse_prefix=settings.reuse_prompt_prefix,
         )
         names = settings.preload_names(catalog.names())
         self.preload = self._fit_preload(catalog.names() if names == "*" else names, strict=names != "*")
@@ -298,9 +312,8 @@ class LLMService:
                 continue
             if used + size > self.pool.budget_bytes:
                 if strict:
-                    raise SettingsError(
-                        f"--preload: {', '.join(names)} need more than --memory_budget_mb={self.settings.memory_budget_mb}"
-                    )
+                    budget = self.settings.memory_budget_mb
+                    raise SettingsError(f"--preload: {', '.join(names)} need more than --memory_budget_mb={budget}")
                 telemetry.log_event("preload_skipped", model=name, reason="memory budget")
                 continue
             chosen.append(name)
@@ -432,8 +445,12 @@ class LLMService:
                 outcome = GenerationOutcome("cancelled", len(prepared.tokens), 0, arrived, finished=time.monotonic())
             else:
                 outcome = prepared.engine.generate(
-                    prepared.tokens, prepared.params, emit=generation.emit_threadsafe,
-                    cancel=generation.cancel_event, deadline=deadline, started=arrived,
+                    prepared.tokens,
+                    prepared.params,
+                    emit=generation.emit_threadsafe,
+                    cancel=generation.cancel_event,
+                    deadline=deadline,
+                    started=arrived,
                 )
             generation.outcome = outcome
         except Exception as exc:  # llama.cpp failures surface as assorted exception types
@@ -457,9 +474,15 @@ class LLMService:
             telemetry.DECODE_RATE.labels(model).observe(rate)
         telemetry.log_event(
             "generation",
-            id=generation.id, model=model, kind=generation.request.kind, stream=generation.request.stream,
-            prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
-            finish_reason=outcome.finish_reason, timed_out=outcome.timed_out,
-            ttft_s=None if ttft is None else round(ttft, 4), tokens_per_s=None if rate is None else round(rate, 1),
+            id=generation.id,
+            model=model,
+            kind=generation.request.kind,
+            stream=generation.request.stream,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            finish_reason=outcome.finish_reason,
+            timed_out=outcome.timed_out,
+            ttft_s=None if ttft is None else round(ttft, 4),
+            tokens_per_s=None if rate is None else round(rate, 1),
             seconds=round(outcome.finished - arrived, 3),
         )

@@ -42,7 +42,9 @@ class LLMSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGTUNE_LLM_", extra="forbid", validate_default=True)
 
     catalog: Path = Field(DEFAULT_CATALOG, description="Model catalog (YAML or JSON) listing the servable models.")
-    http_port: int = Field(8080, ge=1, le=65535, description="HTTP port for the OpenAI, V1, V2, health and metrics routes.")
+    http_port: int = Field(
+        8080, ge=1, le=65535, description="HTTP port for the OpenAI, V1, V2, health and metrics routes."
+    )
     preload: str = Field(
         "*",
         description="Models loaded at start, before the server reports ready: '*' (all that fit the memory budget), "
@@ -51,7 +53,9 @@ class LLMSettings(BaseSettings):
     memory_budget_mb: int = Field(
         4096, ge=16, le=1_048_576, description="Loaded models may use this much (GGUF size); above it the LRU unloads."
     )
-    n_threads: int = Field(default_factory=_default_threads, ge=1, le=512, description="llama.cpp threads per generation.")
+    n_threads: int = Field(
+        default_factory=_default_threads, ge=1, le=512, description="llama.cpp threads per generation."
+    )
     n_batch: int = Field(512, ge=8, le=8192, description="Prompt tokens evaluated per llama.cpp batch.")
     reuse_prompt_prefix: bool = Field(
         False,
@@ -61,14 +65,19 @@ class LLMSettings(BaseSettings):
     max_queue: int = Field(8, ge=0, le=1024, description="Requests that may wait for the model; past it: 429.")
     queue_timeout_s: float = Field(60.0, gt=0, le=3600, description="Longest wait in the queue before a 503.")
     generation_timeout_s: float = Field(
-        120.0, gt=0, le=3600, description="Per-request generation time limit; the answer ends with finish_reason 'length'."
+        120.0,
+        gt=0,
+        le=3600,
+        description="Per-request generation time limit; the answer ends with finish_reason 'length'.",
     )
     max_tokens_cap: int = Field(2048, ge=1, le=131072, description="Largest max_tokens a request may ask for.")
     max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20, description="Largest request body; past it: 413.")
     api_key: SecretStr | None = Field(
         None, description="When set, inference routes need 'Authorization: Bearer <key>'; health stays open."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of the JSON event log.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of the JSON event log."
+    )
 
     @field_validator("preload")
     @classmethod
@@ -97,7 +106,9 @@ class LLMSettings(BaseSettings):
         names = [n.strip() for n in self.preload.split(",")]
         unknown = [n for n in names if n not in catalog_names]
         if unknown:
-            raise SettingsError(f"--preload: {', '.join(unknown)} not in the catalog (known: {', '.join(catalog_names)})")
+            raise SettingsError(
+                f"--preload: {', '.join(unknown)} not in the catalog (known: {', '.join(catalog_names)})"
+            )
         return names
 
 
@@ -113,7 +124,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     for name, field in LLMSettings.model_fields.items():
-        parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar=name.upper(), help=field.description)
+        parser.add_argument(
+            f"--{name}", dest=name, default=argparse.SUPPRESS, metavar=name.upper(), help=field.description
+        )
     return parser
 
 

@@ -43,7 +43,8 @@ def start_predictor(catalog: Path, *args: str, env: dict[str, str] | None = None
     """Start ``python -m serving.llm`` on a free port (not waiting for readiness)."""
     port = free_port()
     server = ServerProcess(
-        python_module("serving.llm", "--catalog", str(catalog), "--http_port", str(port), *args), port=port,
+        python_module("serving.llm", "--catalog", str(catalog), "--http_port", str(port), *args),
+        port=port,
         env=env or {},
     )
     return server.start()

@@ -14,8 +14,9 @@ USER = [{"role": "user", "content": "Hi"}]
 
 
 def post(predictor, path: str, body=None, *, content: bytes | None = None, headers=AUTH) -> httpx.Response:
-    return httpx.post(f"{predictor.url}{path}", json=body if content is None else None, content=content,
-                      headers=headers, timeout=60)
+    return httpx.post(
+        f"{predictor.url}{path}", json=body if content is None else None, content=content, headers=headers, timeout=60
+    )
 
 
 def assert_error(response: httpx.Response, status: int, type_: str, param: str | None = None, code: str | None = None):
@@ -41,8 +42,10 @@ CHAT_CASES = {
     "unknown role": ({"model": MODEL, "messages": [{"role": "wizard", "content": "Hi"}]}, "messages[0].role"),
     "missing role": ({"model": MODEL, "messages": [{"content": "Hi"}]}, "messages[0].role"),
     "content a number": ({"model": MODEL, "messages": [{"role": "user", "content": 42}]}, "messages[0].content"),
-    "content a list": ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
-                       "messages[0].content"),
+    "content a list": (
+        {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+        "messages[0].content",
+    ),
     "content null": ({"model": MODEL, "messages": [{"role": "user", "content": None}]}, "messages[0].content"),
     "n > 1": ({"model": MODEL, "messages": USER, "n": 2}, "n"),
     "tools": ({"model": MODEL, "messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
@@ -50,8 +53,10 @@ CHAT_CASES = {
     "logprobs": ({"model": MODEL, "messages": USER, "logprobs": True}, "logprobs"),
     "top_logprobs": ({"model": MODEL, "messages": USER, "top_logprobs": 2}, "top_logprobs"),
     "logit_bias": ({"model": MODEL, "messages": USER, "logit_bias": {"1": 5}}, "logit_bias"),
-    "response_format json": ({"model": MODEL, "messages": USER, "response_format": {"type": "json_object"}},
-                             "response_format"),
+    "response_format json": (
+        {"model": MODEL, "messages": USER, "response_format": {"type": "json_object"}},
+        "response_format",
+    ),
     "unknown parameter": ({"model": MODEL, "messages": USER, "frobnicate": 1}, "frobnicate"),
     "max_tokens over the cap": ({"model": MODEL, "messages": USER, "max_tokens": 5000}, "max_tokens"),
     "max_tokens zero": ({"model": MODEL, "messages": USER, "max_tokens": 0}, "max_tokens"),
@@ -62,8 +67,10 @@ CHAT_CASES = {
     "too many stops": ({"model": MODEL, "messages": USER, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     "seed a float": ({"model": MODEL, "messages": USER, "seed": 1.5}, "seed"),
     "stream a string": ({"model": MODEL, "messages": USER, "stream": "yes"}, "stream"),
-    "stream_options without stream": ({"model": MODEL, "messages": USER, "stream_options": {"include_usage": True}},
-                                      "stream_options"),
+    "stream_options without stream": (
+        {"model": MODEL, "messages": USER, "stream_options": {"include_usage": True}},
+        "stream_options",
+    ),
     "model missing": ({"messages": USER}, "model"),
     "model a number": ({"model": 3, "messages": USER}, "model"),
 }
@@ -92,8 +99,9 @@ def test_completion_bad_input_is_400_naming_the_parameter(predictor, body, param
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b"\xff\xfe"], ids=["broken", "empty", "array", "binary"])
 def test_body_that_is_not_a_json_object_is_400(predictor, raw):
-    response = post(predictor, "/openai/v1/chat/completions", content=raw,
-                    headers={**AUTH, "Content-Type": "application/json"})
+    response = post(
+        predictor, "/openai/v1/chat/completions", content=raw, headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert_error(response, 400, "invalid_request_error")
 
 
@@ -114,8 +122,11 @@ def test_path_like_model_name_is_rejected_without_opening_anything(predictor, gg
 
 def test_prompt_beyond_the_context_is_400_with_both_numbers(predictor):
     long_text = "The quick brown fox jumps over the lazy dog. " * 180  # ~1800 tokens
-    response = post(predictor, "/openai/v1/chat/completions",
-                    {"model": MODEL, "messages": [{"role": "user", "content": long_text}], "max_tokens": 1000})
+    response = post(
+        predictor,
+        "/openai/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": long_text}], "max_tokens": 1000},
+    )
     error = assert_error(response, 400, "invalid_request_error", "messages", "context_length_exceeded")
     numbers = [int(n) for n in re.findall(r"\d+", error["message"])]
     assert 2048 in numbers and 1000 in numbers
@@ -125,8 +136,9 @@ def test_prompt_beyond_the_context_is_400_with_both_numbers(predictor):
 
 def test_body_over_one_mib_is_413(predictor):
     big = {"model": MODEL, "messages": [{"role": "user", "content": "x" * (1 << 20)}]}
-    assert_error(post(predictor, "/openai/v1/chat/completions", big), 413, "invalid_request_error",
-                 code="request_too_large")
+    assert_error(
+        post(predictor, "/openai/v1/chat/completions", big), 413, "invalid_request_error", code="request_too_large"
+    )
 
 
 def test_chunked_body_over_one_mib_is_413(predictor):
@@ -138,8 +150,11 @@ def test_chunked_body_over_one_mib_is_413(predictor):
     assert_error(response, 413, "invalid_request_error", code="request_too_large")
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}],
-                         ids=["missing", "wrong", "no-scheme"])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}],
+    ids=["missing", "wrong", "no-scheme"],
+)
 def test_wrong_or_missing_api_key_is_401_on_inference_routes(predictor, headers):
     body = {"model": MODEL, "messages": USER, "max_tokens": 1}
     assert_error(post(predictor, "/openai/v1/chat/completions", body, headers=headers), 401, "authentication_error")
@@ -150,6 +165,12 @@ def test_wrong_or_missing_api_key_is_401_on_inference_routes(predictor, headers)
 
 
 def test_health_and_metrics_stay_open_without_a_key(predictor):
-    for path in ("/", "/v2/health/live", "/v2/health/ready", f"/v1/models/{MODEL}", f"/v2/models/{MODEL}/ready",
-                 "/metrics"):
+    for path in (
+        "/",
+        "/v2/health/live",
+        "/v2/health/ready",
+        f"/v1/models/{MODEL}",
+        f"/v2/models/{MODEL}/ready",
+        "/metrics",
+    ):
         assert httpx.get(f"{predictor.url}{path}").status_code == 200, path

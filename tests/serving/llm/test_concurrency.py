@@ -25,8 +25,14 @@ def metric(url: str, name: str, **labels: str) -> float:
 
 
 async def _stream_one(client: httpx.AsyncClient, url: str, i: int) -> dict:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": f"Write a poem about the number {i}."}],
-            "max_tokens": 24, "temperature": 0.7, "seed": i, "stream": True}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": f"Write a poem about the number {i}."}],
+        "max_tokens": 24,
+        "temperature": 0.7,
+        "seed": i,
+        "stream": True,
+    }
     async with client.stream("POST", f"{url}/openai/v1/chat/completions", json=body, headers=AUTH) as response:
         raw = (await response.aread()).decode()
         return {"status": response.status_code, "headers": dict(response.headers), "body": raw}
@@ -50,14 +56,21 @@ def test_twelve_streaming_clients_against_a_queue_of_eight(predictor):
     for r in accepted:
         events = [line for line in r["body"].splitlines() if line.startswith("data: ")]
         assert events[-1] == "data: [DONE]"
-        text = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content") or "" for e in events[1:-1]
-                       if json.loads(e[6:])["choices"])
+        text = "".join(
+            json.loads(e[6:])["choices"][0]["delta"].get("content") or ""
+            for e in events[1:-1]
+            if json.loads(e[6:])["choices"]
+        )
         assert text.strip()
     # healthy afterwards, nothing left waiting, and the next request is served
     assert httpx.get(f"{predictor.url}/v2/health/ready").status_code == 200
     assert metric(predictor.url, "ragtune_llm_queue_depth") == 0
-    after = httpx.post(f"{predictor.url}/openai/v1/completions", headers=AUTH, timeout=60,
-                       json={"model": MODEL, "prompt": "Hello", "max_tokens": 2})
+    after = httpx.post(
+        f"{predictor.url}/openai/v1/completions",
+        headers=AUTH,
+        timeout=60,
+        json={"model": MODEL, "prompt": "Hello", "max_tokens": 2},
+    )
     assert after.status_code == 200
 
 
@@ -65,8 +78,14 @@ def test_disconnect_mid_stream_frees_the_model_promptly(predictor):
     cancelled_before = metric(predictor.url, "ragtune_llm_generations_total", model=MODEL, finish_reason="cancelled")
     cancels_before = metric(predictor.url, "ragtune_llm_cancel_seconds_count")
     cancel_seconds_before = metric(predictor.url, "ragtune_llm_cancel_seconds_sum")
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Write a very long essay about the sea."}],
-            "max_tokens": 2000, "temperature": 0.8, "seed": 5, "stream": True}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Write a very long essay about the sea."}],
+        "max_tokens": 2000,
+        "temperature": 0.8,
+        "seed": 5,
+        "stream": True,
+    }
     with httpx.Client(timeout=60) as client:
         with client.stream("POST", f"{predictor.url}/openai/v1/chat/completions", json=body, headers=AUTH) as r:
             assert r.status_code == 200
@@ -81,8 +100,7 @@ def test_disconnect_mid_stream_frees_the_model_promptly(predictor):
     closed = time.monotonic()
     nxt = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "stream": True}
     first_token_at = None
-    with httpx.stream("POST", f"{predictor.url}/openai/v1/chat/completions", json=nxt, headers=AUTH,
-                      timeout=60) as r:
+    with httpx.stream("POST", f"{predictor.url}/openai/v1/chat/completions", json=nxt, headers=AUTH, timeout=60) as r:
         assert r.status_code == 200
         for line in r.iter_lines():  # read to the end: leaving early would cancel this one too
             if first_token_at is None and '"content":"' in line and '"content":""' not in line:
@@ -100,8 +118,13 @@ def test_disconnect_mid_stream_frees_the_model_promptly(predictor):
 
 def test_client_giving_up_on_a_non_streaming_request_cancels_it(predictor):
     cancelled_before = metric(predictor.url, "ragtune_llm_generations_total", model=MODEL, finish_reason="cancelled")
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Write a very long essay about mountains."}],
-            "max_tokens": 2000, "temperature": 0.8, "seed": 9}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Write a very long essay about mountains."}],
+        "max_tokens": 2000,
+        "temperature": 0.8,
+        "seed": 9,
+    }
     try:
         httpx.post(f"{predictor.url}/openai/v1/chat/completions", json=body, headers=AUTH, timeout=1.5)
     except httpx.TimeoutException:

@@ -73,8 +73,13 @@ def test_long_prompt_prefix_is_evaluated_in_cancellable_batches(engine):
     cancel.set()
     tokens = engine.tokenize(engine.chat_prompt([{"role": "user", "content": "word " * 600}]))
     started = time.monotonic()
-    outcome = engine.generate(tokens, SamplingParams(max_tokens=5, temperature=0, top_p=1), emit=lambda _: None,
-                              cancel=cancel, deadline=time.monotonic() + 60)
+    outcome = engine.generate(
+        tokens,
+        SamplingParams(max_tokens=5, temperature=0, top_p=1),
+        emit=lambda _: None,
+        cancel=cancel,
+        deadline=time.monotonic() + 60,
+    )
     assert outcome.finish_reason == "cancelled" and outcome.completion_tokens == 0
     assert time.monotonic() - started < 0.5
 

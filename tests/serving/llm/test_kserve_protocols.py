@@ -11,11 +11,17 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def test_v1_predict_chat_completion_and_bare_string(predictor):
-    body = {"instances": [
-        {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 24, "temperature": 0},
-        {"prompt": "One, two, three,", "max_tokens": 4, "temperature": 0},
-        "Say hello.",
-    ]}
+    body = {
+        "instances": [
+            {
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "max_tokens": 24,
+                "temperature": 0,
+            },
+            {"prompt": "One, two, three,", "max_tokens": 4, "temperature": 0},
+            "Say hello.",
+        ]
+    }
     response = httpx.post(f"{predictor.url}/v1/models/{MODEL}:predict", json=body, headers=AUTH, timeout=120)
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
@@ -27,8 +33,14 @@ def test_v1_predict_chat_completion_and_bare_string(predictor):
 
 def test_v2_infer_returns_text_output_tensors(predictor):
     body = {
-        "inputs": [{"name": "text_input", "shape": [2], "datatype": "BYTES",
-                    "data": ["What is the capital of France?", "Name a colour."]}],
+        "inputs": [
+            {
+                "name": "text_input",
+                "shape": [2],
+                "datatype": "BYTES",
+                "data": ["What is the capital of France?", "Name a colour."],
+            }
+        ],
         "parameters": {"max_tokens": 24, "temperature": 0},
     }
     response = httpx.post(f"{predictor.url}/v2/models/{MODEL}/infer", json=body, headers=AUTH, timeout=120)
@@ -41,8 +53,10 @@ def test_v2_infer_returns_text_output_tensors(predictor):
 
 
 def test_v2_raw_prompt_parameter(predictor):
-    body = {"inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["One, two, three,"]}],
-            "parameters": {"max_tokens": 3, "temperature": 0, "raw_prompt": True}}
+    body = {
+        "inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["One, two, three,"]}],
+        "parameters": {"max_tokens": 3, "temperature": 0, "raw_prompt": True},
+    }
     response = httpx.post(f"{predictor.url}/v2/models/{MODEL}/infer", json=body, headers=AUTH, timeout=60)
     assert response.status_code == 200, response.text
     outputs = {o["name"]: o for o in response.json()["outputs"]}
@@ -51,27 +65,55 @@ def test_v2_raw_prompt_parameter(predictor):
 
 def test_v1_and_v2_bad_input_are_400_json(predictor):
     url = predictor.url
-    assert_error(httpx.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": []}, headers=AUTH), 400,
-                 "invalid_request_error", "instances")
-    assert_error(httpx.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": [{"messages": "Hi"}]},
-                            headers=AUTH), 400, "invalid_request_error", "instances[0].messages")
-    assert_error(httpx.post(f"{url}/v1/models/{MODEL}:predict",
-                            json={"instances": [{"prompt": "Hi", "max_tokens": 99999}]}, headers=AUTH), 400,
-                 "invalid_request_error", "instances[0].max_tokens")
+    assert_error(
+        httpx.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": []}, headers=AUTH),
+        400,
+        "invalid_request_error",
+        "instances",
+    )
+    assert_error(
+        httpx.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": [{"messages": "Hi"}]}, headers=AUTH),
+        400,
+        "invalid_request_error",
+        "instances[0].messages",
+    )
+    assert_error(
+        httpx.post(
+            f"{url}/v1/models/{MODEL}:predict",
+            json={"instances": [{"prompt": "Hi", "max_tokens": 99999}]},
+            headers=AUTH,
+        ),
+        400,
+        "invalid_request_error",
+        "instances[0].max_tokens",
+    )
     wrong_name = {"inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": ["Hi"]}]}
-    assert_error(httpx.post(f"{url}/v2/models/{MODEL}/infer", json=wrong_name, headers=AUTH), 400,
-                 "invalid_request_error", "inputs")
-    bad_param = {"inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["Hi"]}],
-                 "parameters": {"n": 2}}
-    assert_error(httpx.post(f"{url}/v2/models/{MODEL}/infer", json=bad_param, headers=AUTH), 400,
-                 "invalid_request_error", "parameters.n")
+    assert_error(
+        httpx.post(f"{url}/v2/models/{MODEL}/infer", json=wrong_name, headers=AUTH),
+        400,
+        "invalid_request_error",
+        "inputs",
+    )
+    bad_param = {
+        "inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["Hi"]}],
+        "parameters": {"n": 2},
+    }
+    assert_error(
+        httpx.post(f"{url}/v2/models/{MODEL}/infer", json=bad_param, headers=AUTH),
+        400,
+        "invalid_request_error",
+        "parameters.n",
+    )
 
 
 def test_unknown_model_on_kserve_routes_is_404(predictor):
     response = httpx.post(f"{predictor.url}/v1/models/nope:predict", json={"instances": ["Hi"]}, headers=AUTH)
     assert response.status_code == 404
-    response = httpx.post(f"{predictor.url}/v2/models/nope/infer", headers=AUTH,
-                          json={"inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["Hi"]}]})
+    response = httpx.post(
+        f"{predictor.url}/v2/models/nope/infer",
+        headers=AUTH,
+        json={"inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["Hi"]}]},
+    )
     assert response.status_code == 404
 
 
@@ -85,14 +127,25 @@ def test_health_readiness_and_model_metadata(predictor):
 
 
 def test_metrics_report_requests_tokens_ttft_rate_and_queue(predictor):
-    httpx.post(f"{predictor.url}/openai/v1/completions", headers=AUTH, timeout=60,
-               json={"model": MODEL, "prompt": "Hello", "max_tokens": 5, "temperature": 0})
+    httpx.post(
+        f"{predictor.url}/openai/v1/completions",
+        headers=AUTH,
+        timeout=60,
+        json={"model": MODEL, "prompt": "Hello", "max_tokens": 5, "temperature": 0},
+    )
     text = httpx.get(f"{predictor.url}/metrics").text
-    for name in ("ragtune_llm_requests_total", "ragtune_llm_generated_tokens_total",
-                 "ragtune_llm_time_to_first_token_seconds_bucket", "ragtune_llm_tokens_per_second_bucket",
-                 "ragtune_llm_queue_depth", "ragtune_llm_prompt_tokens_total", "ragtune_llm_loaded_models"):
+    for name in (
+        "ragtune_llm_requests_total",
+        "ragtune_llm_generated_tokens_total",
+        "ragtune_llm_time_to_first_token_seconds_bucket",
+        "ragtune_llm_tokens_per_second_bucket",
+        "ragtune_llm_queue_depth",
+        "ragtune_llm_prompt_tokens_total",
+        "ragtune_llm_loaded_models",
+    ):
         assert name in text, name
     assert f'ragtune_llm_requests_total{{endpoint="completions",model="{MODEL}",status="200"}}' in text
-    generated = [line for line in text.splitlines()
-                 if line.startswith(f'ragtune_llm_generated_tokens_total{{model="{MODEL}"}}')]
+    generated = [
+        line for line in text.splitlines() if line.startswith(f'ragtune_llm_generated_tokens_total{{model="{MODEL}"}}')
+    ]
     assert generated and float(generated[0].split()[-1]) >= 5

@@ -38,8 +38,9 @@ def test_factual_question_is_answered_with_paris(client):
 
 
 def test_joined_stream_equals_non_stream_at_temperature_zero(client):
-    kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "Name three colours."}], temperature=0, seed=3,
-                  max_tokens=40)
+    kwargs = dict(
+        model=MODEL, messages=[{"role": "user", "content": "Name three colours."}], temperature=0, seed=3, max_tokens=40
+    )
     whole = client.chat.completions.create(**kwargs).choices[0].message.content
     chunks = list(client.chat.completions.create(stream=True, **kwargs))
     joined = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -49,8 +50,13 @@ def test_joined_stream_equals_non_stream_at_temperature_zero(client):
 
 
 def test_same_seed_same_sample_at_nonzero_temperature(client):
-    kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "Tell me a story."}], temperature=1.0, seed=1234,
-                  max_tokens=20)
+    kwargs = dict(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Tell me a story."}],
+        temperature=1.0,
+        seed=1234,
+        max_tokens=20,
+    )
     first = client.chat.completions.create(**kwargs).choices[0].message.content
     second = client.chat.completions.create(**kwargs).choices[0].message.content
     assert first == second
@@ -66,16 +72,27 @@ def test_completions_stream_and_non_stream_agree_and_report_usage(client):
 
 
 def test_stream_is_sse_ending_in_done_with_usage_when_asked(predictor):
-    body = {"model": MODEL, "messages": QUESTION, "max_tokens": 8, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
-    with httpx.stream("POST", f"{predictor.url}/openai/v1/chat/completions", json=body,
-                      headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as response:
+    body = {
+        "model": MODEL,
+        "messages": QUESTION,
+        "max_tokens": 8,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream(
+        "POST",
+        f"{predictor.url}/openai/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=60,
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in response.iter_lines() if line]
     assert all(line.startswith("data: ") for line in lines)
     assert lines[-1] == "data: [DONE]"
-    usage_chunk = json.loads(lines[-2][len("data: "):])
+    usage_chunk = json.loads(lines[-2][len("data: ") :])
     assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] <= 8
 
 

@@ -22,14 +22,24 @@ WRONG_SHA = "0" * 64
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "serving.llm", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [sys.executable, "-m", "serving.llm", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
 
 
 @pytest.mark.parametrize(
     "args,field",
-    [(["--http_port", "70000"], "http_port"), (["--max_queue", "-1"], "max_queue"),
-     (["--queue_timeout_s", "soon"], "queue_timeout_s"), (["--preload", "../x.gguf"], "preload")],
+    [
+        (["--http_port", "70000"], "http_port"),
+        (["--max_queue", "-1"], "max_queue"),
+        (["--queue_timeout_s", "soon"], "queue_timeout_s"),
+        (["--preload", "../x.gguf"], "preload"),
+    ],
 )
 def test_bad_setting_exits_2_naming_the_field(args, field):
     result = run_cli("--catalog", str(DEFAULT_CATALOG), *args)
@@ -80,8 +90,11 @@ def _loaded(url: str) -> dict[str, bool]:
 
 
 def _complete(url: str, model: str) -> httpx.Response:
-    return httpx.post(f"{url}/openai/v1/completions", timeout=120,
-                      json={"model": model, "prompt": "Hello", "max_tokens": 2, "temperature": 0})
+    return httpx.post(
+        f"{url}/openai/v1/completions",
+        timeout=120,
+        json={"model": model, "prompt": "Hello", "max_tokens": 2, "temperature": 0},
+    )
 
 
 @pytest.mark.slow
