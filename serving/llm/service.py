@@ -233,9 +233,23 @@ class Generation:
         self.error: BaseException | None = None
         self._loop = loop
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._pending: list[str] = []
+        self._pending_lock = threading.Lock()
 
     def emit_threadsafe(self, text: str) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, text)
+        """Hand a piece to the event loop; pieces that arrive while it is busy are merged into one wake-up."""
+        with self._pending_lock:
+            self._pending.append(text)
+            if len(self._pending) > 1:
+                return  # a flush is already scheduled and will take this piece too
+        self._loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        with self._pending_lock:
+            text = "".join(self._pending)
+            self._pending.clear()
+        if text:
+            self._queue.put_nowait(text)
 
     def finish_threadsafe(self) -> None:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
