@@ -69,7 +69,8 @@ def test_preloaded_model_with_wrong_sha256_is_refused(tmp_path, default_entry):
 
 @pytest.fixture(scope="module")
 def lazy_server(tmp_path_factory, gguf_path, default_entry):
-    """Two names for the packaged GGUF plus one with a wrong sha256; nothing preloaded; budget for one model."""
+    """Two names for the packaged GGUF plus one with a wrong sha256; nothing preloaded; budget for one model;
+    a 3 s generation limit and a 0.5 s queue limit."""
     base = {k: v for k, v in default_entry.items() if k != "source"}
     entries = [
         {**base, "name": "model-a", "source": {"path": str(gguf_path)}},
@@ -77,7 +78,19 @@ def lazy_server(tmp_path_factory, gguf_path, default_entry):
         {**base, "name": "tampered", "source": {"path": str(gguf_path)}, "sha256": WRONG_SHA},
     ]
     catalog = write_catalog(tmp_path_factory.mktemp("lazy") / "catalog.yaml", entries)
-    server = start_predictor(catalog, "--preload", "none", "--memory_budget_mb", "150", "--n_threads", THREADS)
+    server = start_predictor(
+        catalog,
+        "--preload",
+        "none",
+        "--memory_budget_mb",
+        "150",
+        "--n_threads",
+        THREADS,
+        "--generation_timeout_s",
+        "3",
+        "--queue_timeout_s",
+        "0.5",
+    )
     try:
         server.wait_ready("/v2/health/ready", timeout=120)
         yield server
@@ -172,3 +185,25 @@ def test_real_server_reports_not_ready_then_ready(tmp_path, default_entry):
         assert "ready" in server.log()
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_generation_time_limit_and_queue_wait_limit(lazy_server):
+    url = lazy_server.url
+    long_body = {"model": "model-a", "prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0.8}
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response, float]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            started = time.monotonic()
+            long_request = asyncio.create_task(client.post(f"{url}/openai/v1/completions", json=long_body))
+            await asyncio.sleep(0.3)  # the long one holds the model now
+            waiting = await client.post(f"{url}/openai/v1/completions", json={**long_body, "max_tokens": 2})
+            return await long_request, waiting, time.monotonic() - started
+
+    long_response, waiting, took = asyncio.run(scenario())
+    assert waiting.status_code == 503, waiting.text
+    assert waiting.json()["error"]["code"] == "queue_timeout"
+    assert long_response.status_code == 200
+    body = long_response.json()
+    assert body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] < 2000
+    assert took < 20
