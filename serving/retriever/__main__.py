@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _exit_on_load_failure(exc: BaseException) -> None:
     reason = str(exc) if isinstance(exc, IndexLoadFailed) else f"{type(exc).__name__}: {exc}"
-    log_event("index_load_failed", level=40, reason=reason)
+    log_event("index_load_failed", level=logging.ERROR, reason=reason)
     print(f"retriever: error: {reason}", file=sys.stderr, flush=True)
     # Called from the loader thread while uvicorn owns the main thread; nothing is loaded that needs cleaning up,
     # and the process must not linger not-ready, so it ends here.

@@ -169,17 +169,17 @@ class RetrieverModel(Model):
     def _embedding_model_for(self, recorded: str) -> str | None:
         """The embedding model to load: the configured one, else the one the index records.
 
-        An index built elsewhere records a path that may not exist here; when that path names the packaged default
-        model (same folder name), the local copy of the default is used, so an index moves between machines.
+        An index built elsewhere records a path that may not exist here; when that path is the packaged default
+        model's (same package folder and model folder), the local copy of the default is used, so an index moves
+        between machines and images.
         """
         from components.index.embed import default_embedding_model
-        from components.index.store import model_label
 
         if self.settings.embedding_model:
             return self.settings.embedding_model
         if not recorded or Path(recorded).exists():
             return recorded or None
         default = default_embedding_model()
-        if model_label(recorded) == model_label(default):
+        if Path(recorded).parts[-2:] == Path(default).parts[-2:]:
             return default
         return recorded

@@ -1,0 +1,38 @@
+"""RetrieverModel without a server: which embedding model it picks for an index, and search before load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components.index.embed import default_embedding_model
+from serving.retriever.model import RetrieverModel
+from serving.retriever.protocol import Query
+from serving.retriever.settings import load_settings
+
+
+def model_for(tmp_path: Path, **overrides) -> RetrieverModel:
+    return RetrieverModel(load_settings(index_dir=str(tmp_path), **overrides))
+
+
+def test_index_built_elsewhere_with_the_default_model_uses_the_local_copy(tmp_path):
+    default = Path(default_embedding_model())
+    recorded = str(Path("/other/machine/site-packages") / default.parent.name / default.name)
+    assert model_for(tmp_path)._embedding_model_for(recorded) == str(default)
+
+
+def test_other_recorded_models_are_kept_and_configuration_wins(tmp_path):
+    assert model_for(tmp_path)._embedding_model_for("/other/machine/my-model") == "/other/machine/my-model"
+    assert model_for(tmp_path)._embedding_model_for("org/hub-model") == "org/hub-model"
+    assert model_for(tmp_path)._embedding_model_for(str(tmp_path)) == str(tmp_path)
+    assert model_for(tmp_path)._embedding_model_for("") is None
+    configured = model_for(tmp_path, embedding_model="org/configured")
+    assert configured._embedding_model_for("/other/machine/my-model") == "org/configured"
+
+
+def test_search_before_load_is_refused(tmp_path):
+    model = model_for(tmp_path)
+    assert model.ready is False
+    with pytest.raises(RuntimeError, match="not loaded"):
+        model.search([Query("q", 1)])
