@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Callable
@@ -107,7 +108,7 @@ class ModelPool:
             engine = LlamaEngine.load(
                 entry, path, n_threads=self.n_threads, n_batch=self.n_batch, reuse_prefix=self.reuse_prefix
             )
-        except (ValueError, RuntimeError, OSError) as exc:
+        except Exception as exc:  # llama.cpp and the chat-template compiler raise assorted types
             telemetry.log_event("model_refused", logging.ERROR, model=name, reason=str(exc))
             raise ModelUnavailable(f"model {name!r} failed to load: {exc}", param="model") from None
         self._loaded[name] = engine
@@ -345,30 +346,35 @@ class LLMService:
 
     def _preload(self, on_done: Callable[[str | None], None]) -> None:
         error = None
-        for name in self.preload:
-            try:
+        try:
+            for name in self.preload:
                 self.pool.get(name)
                 self.loaded_preloads.add(name)
-            except ModelUnavailable as exc:
-                error = f"preload of {name!r} failed: {exc.message}"
-                break
-        self.preload_error = error
-        if error is None:
-            self.ready.set()
-            telemetry.log_event("ready", preloaded=self.preload)
-        else:
-            telemetry.log_event("preload_failed", logging.ERROR, reason=error)
-        if self.preload:
-            self.scheduler.release_threadsafe()
-        on_done(error)
+        except ModelUnavailable as exc:
+            error = f"preload of {name!r} failed: {exc.message}"
+        except Exception as exc:  # whatever it is, the process must not sit unready forever
+            error = f"preload of {name!r} failed: {exc!r}"
+        finally:
+            self.preload_error = error
+            if error is None:
+                self.ready.set()
+                telemetry.log_event("ready", preloaded=self.preload)
+            else:
+                telemetry.log_event("preload_failed", logging.ERROR, reason=error)
+            if self.preload:
+                self.scheduler.release_threadsafe()
+            on_done(error)
 
     def load_blocking(self, name: str) -> None:
         """Load ``name`` on the llama thread and wait (KServe's ``Model.load``)."""
         self._llama.submit(self.pool.get, name).result()
 
-    def shutdown(self) -> None:
-        for_close = self._llama.submit(self.pool.close)
-        for_close.result(timeout=30)
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Free the models once the running generation (if any) has ended."""
+        try:
+            self._llama.submit(self.pool.close).result(timeout=timeout_s)
+        except FutureTimeout:
+            telemetry.log_event("shutdown_timeout", logging.WARNING, seconds=timeout_s)
         self._llama.shutdown(wait=False, cancel_futures=True)
 
     # -- requests ---------------------------------------------------------------------------------------------
