@@ -91,6 +91,10 @@ def bench_embedding(texts: list[str], rounds: int) -> dict:
 def bench_ann(vectors: np.ndarray, queries: np.ndarray, label: str) -> dict:
     from components.index.search import ann_recall, build_search_index
 
+    import faiss
+
+    # One query at a time: FAISS's OpenMP threads only add synchronisation cost (and collapse on a busy 2-core box).
+    faiss.omp_set_num_threads(1)
     out = {"vectors": int(len(vectors)), "queries": int(len(queries))}
     for kind in ("flat", "hnsw", "ivf"):
         index = build_search_index(vectors, kind)
