@@ -146,6 +146,8 @@ async def on_settings_update(values: dict[str, Any]) -> None:
     cl.user_session.set("temperature", temperature)
     log_event("settings_update", model=model, top_k=top_k, temperature=temperature)
     if changed:
+        # Re-send the widgets so the picker's description shows the new model's info.
+        await cl.ChatSettings(_settings_widgets(models, model, top_k, temperature)).send()
         await cl.Message(content=f"Now answering with {_model_info(model).summary()}.").send()
 
 

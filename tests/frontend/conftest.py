@@ -42,6 +42,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 SAMPLE_CORPUS = REPO_ROOT / "data" / "sample_corpus"
 MODEL_A = "smollm2-135m"
 MODEL_B = "smollm2-135m-alt"
+TEST_MAX_TOKENS = 48
+TEST_TOP_K = 4
 
 
 # -- real predictors --------------------------------------------------------------------------------------------
@@ -49,7 +51,12 @@ MODEL_B = "smollm2-135m-alt"
 
 @pytest.fixture(scope="session")
 def sample_index(tmp_path_factory) -> Path:
-    """The sample corpus indexed by ``ragtune index`` (the real CLI) into a temporary folder."""
+    """The sample corpus indexed by ``ragtune index`` (the real CLI) into a temporary folder.
+
+    ``RAGTUNE_TEST_CHAT_INDEX=DIR`` reuses an index already built from the sample corpus (faster reruns).
+    """
+    if os.environ.get("RAGTUNE_TEST_CHAT_INDEX"):
+        return Path(os.environ["RAGTUNE_TEST_CHAT_INDEX"])
     out = tmp_path_factory.mktemp("chat-index") / "index"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(
@@ -61,8 +68,22 @@ def sample_index(tmp_path_factory) -> Path:
     return out
 
 
+@dataclass
+class RunningServer:
+    """A server someone else started (``RAGTUNE_TEST_CHAT_*_URL``), for quick reruns while developing."""
+
+    url: str
+
+    def stop(self) -> None:
+        pass
+
+
 @pytest.fixture(scope="session")
 def catalog_file(tmp_path_factory) -> Path:
+    return write_catalog(tmp_path_factory.mktemp("chat-catalog") / "catalog.yaml")
+
+
+def write_catalog(path: Path) -> Path:
     """A catalog with the packaged SmolLM2 under two names (two descriptions), in the real catalog schema."""
     from serving.llm.catalog import Catalog, CatalogEntry, ModelSource
 
@@ -73,7 +94,6 @@ def catalog_file(tmp_path_factory) -> Path:
         CatalogEntry(name=MODEL_B, description="SmolLM2 135M Instruct, second catalog entry", source=source,
                      quantization="q4_1", context_size=1024),
     ])
-    path = tmp_path_factory.mktemp("chat-catalog") / "catalog.yaml"
     catalog.save(path)
     return path
 
@@ -93,6 +113,9 @@ def start_llm(catalog: Path, *extra: str) -> ServerProcess:
 
 @pytest.fixture(scope="session")
 def llm(catalog_file) -> ServerProcess:
+    if os.environ.get("RAGTUNE_TEST_CHAT_LLM_URL"):  # started with write_catalog()'s catalog
+        yield RunningServer(os.environ["RAGTUNE_TEST_CHAT_LLM_URL"])
+        return
     server = start_llm(catalog_file)
     yield server
     server.stop()
@@ -100,6 +123,9 @@ def llm(catalog_file) -> ServerProcess:
 
 @pytest.fixture(scope="session")
 def retriever(sample_index) -> ServerProcess:
+    if os.environ.get("RAGTUNE_TEST_CHAT_RETRIEVER_URL"):
+        yield RunningServer(os.environ["RAGTUNE_TEST_CHAT_RETRIEVER_URL"])
+        return
     port = free_port()
     server = ServerProcess(
         python_module("serving.retriever", "--index", str(sample_index), "--http_port", str(port), "--threads", "2"),
@@ -280,8 +306,13 @@ def chat_app(monkeypatch, retriever, llm):
     from frontend import app
     from frontend.settings import load_settings
 
-    settings = load_settings(retriever_url=retriever.url, llm_url=llm.url, busy_max_wait_s=0.5)
+    settings = load_settings(retriever_url=retriever.url, llm_url=llm.url, busy_max_wait_s=0.5, llm_timeout_s=300)
     monkeypatch.setattr(app, "SETTINGS", settings)
+    # Short prompts and answers keep the suite quick on 2 shared cores; everything else is the shipped template
+    # (whose defaults, top_k 10 and max_tokens 256, test_rag checks).
+    generation = app.TEMPLATE.generation.model_copy(update={"max_tokens": TEST_MAX_TOKENS})
+    retrieval = app.TEMPLATE.retrieval.model_copy(update={"top_k": TEST_TOP_K})
+    monkeypatch.setattr(app, "TEMPLATE", app.TEMPLATE.model_copy(update={"generation": generation, "retrieval": retrieval}))
     return app
 
 

@@ -14,7 +14,7 @@ import re
 import httpx
 import pytest
 
-from tests.frontend.conftest import MODEL_A, MODEL_B, ChatSession, StandIn, run, start_llm
+from tests.frontend.conftest import MODEL_A, MODEL_B, TEST_TOP_K, ChatSession, run, start_llm
 from tests.servers import free_port
 
 SECRET_KEY = "sk-ragtune-test-secret-123456"
@@ -40,7 +40,7 @@ def test_message_streams_an_answer_with_sources(chat_app, monkeypatch):
         assert any("packaged base model" in i["label"] for i in picker["items"])
         assert "context window 2048" in picker["description"]
         assert {w["id"] for w in widgets} == {"model", "top_k", "temperature"}
-        assert next(w for w in widgets if w["id"] == "top_k")["initial"] == 10
+        assert next(w for w in widgets if w["id"] == "top_k")["initial"] == TEST_TOP_K
 
         reply = await chat.send(QUESTION)
         await chat.end()
@@ -48,7 +48,7 @@ def test_message_streams_an_answer_with_sources(chat_app, monkeypatch):
 
     reply = run(scenario())
     _no_traceback(reply)
-    assert not reply.errors, reply.errors
+    assert not reply.errors, [e["output"] for e in reply.errors]
     retrieval = [s for s in reply.steps if s.get("type") == "retrieval"]
     assert retrieval and "passages found" in retrieval[-1]["output"]
     assert len(reply.streamed) == 1 and len(reply.tokens) >= 2, "the answer was not streamed token by token"
@@ -57,7 +57,7 @@ def test_message_streams_an_answer_with_sources(chat_app, monkeypatch):
     assert streamed_text.strip() and answer["output"].startswith(streamed_text.strip())
     assert "**Sources:**" in answer["output"] and MODEL_A in answer["output"]
     elements = reply.elements
-    assert 1 <= len(elements) <= 10 and all(e["forId"] == answer["id"] for e in elements)
+    assert 1 <= len(elements) <= TEST_TOP_K and all(e["forId"] == answer["id"] for e in elements)
     assert all(e["type"] == "text" and e["display"] == "side" for e in elements)
     names = [e["name"] for e in elements]
     assert names[0].startswith("[1] ") and all(n in answer["output"] for n in names)
@@ -74,7 +74,7 @@ def test_element_shows_document_page_heading_and_score(chat_app):
         return chat, reply
 
     chat, reply = run(scenario())
-    assert not reply.errors
+    assert not reply.errors, [e["output"] for e in reply.errors]
     assert len(reply.elements) == 3
     # element content is persisted through the session (Chainlit's file store): check what was persisted
     persisted = [c.kwargs["content"] for c in chat.session.persist_file.call_args_list]
@@ -96,9 +96,11 @@ def test_settings_update_switches_the_model(chat_app):
         return switched, reply, bad, still
 
     switched, reply, bad, still = run(scenario())
+    picker = next(w for w in switched.of("emit:chat_settings")[-1] if w["id"] == "model")
+    assert picker["initial"] == MODEL_B and "context window 1024" in picker["description"]
     note = switched.messages[-1]["output"]
     assert f"Now answering with **{MODEL_B}**" in note and "second catalog entry" in note and "1024" in note
-    assert not reply.errors
+    assert not reply.errors, [e["output"] for e in reply.errors]
     answer = reply.messages[-1]["output"]
     # the smaller window of MODEL_B may leave room for only one of the two passages
     assert MODEL_B in answer and "window 1024 tokens" in answer

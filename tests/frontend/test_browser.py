@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.frontend.conftest import MODEL_A, MODEL_B
+from tests.frontend.conftest import MODEL_A, MODEL_B, TEST_MAX_TOKENS, TEST_TOP_K
 from tests.servers import REPO_ROOT, ServerProcess, free_port, python_module
 
 CHROMIUM = "/usr/bin/chromium"
@@ -23,12 +23,25 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 SECRET_KEY = "sk-browser-test-secret-987654"
 
 
-def start_chat(retriever, llm, **env: str) -> ServerProcess:
+@pytest.fixture(scope="module")
+def quick_prompt(tmp_path_factory) -> Path:
+    """The shipped prompt template with shorter answers and fewer passages (2 shared cores)."""
+    import yaml
+
+    data = yaml.safe_load((REPO_ROOT / "frontend" / "rag_prompt.yaml").read_text())
+    data["generation"]["max_tokens"], data["retrieval"]["top_k"] = TEST_MAX_TOKENS, TEST_TOP_K
+    path = tmp_path_factory.mktemp("prompt") / "rag_prompt.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def start_chat(retriever, llm, prompt: Path, **env: str) -> ServerProcess:
     port = free_port()
     server = ServerProcess(
         python_module("frontend", "--port", str(port)),
         port=port,
-        env={"RAGTUNE_CHAT_RETRIEVER_URL": retriever.url, "RAGTUNE_CHAT_LLM_URL": llm.url, **env},
+        env={"RAGTUNE_CHAT_RETRIEVER_URL": retriever.url, "RAGTUNE_CHAT_LLM_URL": llm.url,
+             "RAGTUNE_CHAT_PROMPT_FILE": str(prompt), "RAGTUNE_CHAT_LLM_TIMEOUT_S": "300", **env},
     ).start()
     try:
         return server.wait_ready("/health", timeout=120)
@@ -38,8 +51,8 @@ def start_chat(retriever, llm, **env: str) -> ServerProcess:
 
 
 @pytest.fixture(scope="module")
-def chat_server(retriever, llm):
-    server = start_chat(retriever, llm, RAGTUNE_CHAT_LLM_API_KEY=SECRET_KEY)
+def chat_server(retriever, llm, quick_prompt):
+    server = start_chat(retriever, llm, quick_prompt, RAGTUNE_CHAT_LLM_API_KEY=SECRET_KEY)
     yield server
     server.stop()
 
@@ -61,8 +74,8 @@ def test_bad_settings_stop_the_app_with_a_named_field():
     assert "llm_timeout_s (RAGTUNE_CHAT_LLM_TIMEOUT_S)" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_password_login(retriever, llm):
-    server = start_chat(retriever, llm, RAGTUNE_CHAT_AUTH_USERNAME="alice", RAGTUNE_CHAT_AUTH_PASSWORD="correct-horse-9")
+def test_password_login(retriever, llm, quick_prompt):
+    server = start_chat(retriever, llm, quick_prompt, RAGTUNE_CHAT_AUTH_USERNAME="alice", RAGTUNE_CHAT_AUTH_PASSWORD="correct-horse-9")
     try:
         with httpx.Client(base_url=server.url, timeout=30) as http:
             assert http.get("/auth/config").json()["requireLogin"] is True
@@ -80,7 +93,7 @@ def _last_answer(page) -> str:
     return steps.nth(steps.count() - 1).inner_text() if steps.count() else ""
 
 
-def _ask(page, question: str, expect_model: str, timeout_s: float = 120) -> list[str]:
+def _ask(page, question: str, expect_model: str, timeout_s: float = 300) -> list[str]:
     """Type a question, submit, and sample the last answer's text until its footer names ``expect_model``."""
     before = page.locator(".step").count()
     page.locator("#chat-input").fill(question)

