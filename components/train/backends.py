@@ -112,6 +112,16 @@ def load_for_training(cfg: TrainConfig, ref: BaseModelRef, rt: Runtime, work_dir
     return _load_hf(cfg, ref, rt, work_dir)
 
 
+def _dequantized_dir(work_dir: Path, ref: BaseModelRef) -> Path:
+    """Cache folder for the dequantized copy of a GGUF base, one per GGUF file (by path, size and mtime)."""
+    import hashlib
+
+    gguf = Path(ref.path) / (ref.gguf_file or "")
+    stat = gguf.stat() if gguf.is_file() else None
+    key = f"{gguf}|{stat.st_size if stat else ''}|{stat.st_mtime_ns if stat else ''}"
+    return work_dir / f"{ref.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
 def _missing_targets(model: Any, targets: list[str]) -> list[str]:
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     return [t for t in targets if t not in names]
@@ -135,7 +145,7 @@ def _load_hf(cfg: TrainConfig, ref: BaseModelRef, rt: Runtime, work_dir: Path) -
                 bnb_4bit_compute_dtype=dtype,
             )
             # bitsandbytes quantizes from HF weights, so a GGUF base is dequantized to a folder first.
-            source = materialize_hf_folder(cfg.base_model, work_dir / "base-hf", gguf_file=cfg.gguf_file)
+            source = materialize_hf_folder(cfg.base_model, _dequantized_dir(work_dir, ref), gguf_file=cfg.gguf_file)
             model, tokenizer = load_base_model(source, dtype=dtype, quantization_config=quant, device_map={"": 0})
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=rt.gradient_checkpointing)
         else:
@@ -158,7 +168,7 @@ def _load_hf(cfg: TrainConfig, ref: BaseModelRef, rt: Runtime, work_dir: Path) -
 def _load_unsloth(cfg: TrainConfig, ref: BaseModelRef, rt: Runtime, work_dir: Path) -> tuple[Any, Any]:
     from unsloth import FastLanguageModel
 
-    source = materialize_hf_folder(cfg.base_model, work_dir / "base-hf", gguf_file=cfg.gguf_file)
+    source = materialize_hf_folder(cfg.base_model, _dequantized_dir(work_dir, ref), gguf_file=cfg.gguf_file)
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=source,
         max_seq_length=cfg.max_seq_length,

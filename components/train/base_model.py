@@ -187,8 +187,15 @@ def materialize_hf_folder(model: str | None, dest: str | Path, *, gguf_file: str
         return str(dest)
     import torch
 
+    import shutil
+
     loaded, tokenizer = load_base_model(model, gguf_file=gguf_file, dtype=torch.bfloat16)
-    dest.mkdir(parents=True, exist_ok=True)
-    loaded.save_pretrained(dest, safe_serialization=True)
-    tokenizer.save_pretrained(dest)
+    # Written beside the destination and renamed into place: a crash never leaves a half folder that looks done.
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    loaded.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(dest, ignore_errors=True)  # a leftover without config.json
+    os.replace(tmp, dest)
     return str(dest)

@@ -18,7 +18,7 @@ from typing import Any, Literal, Mapping
 
 from components.data.fields import ConfigError, check_bounds, from_mapping
 
-__all__ = ["TrainConfig", "ConfigError", "DEFAULT_TARGET_MODULES", "default_checkpoint_dir"]
+__all__ = ["TrainConfig", "ConfigError", "DEFAULT_TARGET_MODULES", "default_checkpoint_dir", "ragtune_home"]
 
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -29,9 +29,14 @@ _RUNTIME_FIELDS = {
 }
 
 
+def ragtune_home() -> Path:
+    """``$RAGTUNE_HOME``, default ``.ragtune`` in the working directory: local state outside any output artifact."""
+    return Path(os.environ.get("RAGTUNE_HOME", ".ragtune")).expanduser().resolve()
+
+
 def default_checkpoint_dir() -> Path:
-    """``$RAGTUNE_HOME/checkpoints`` (``RAGTUNE_HOME`` defaults to ``.ragtune`` in the working directory)."""
-    return Path(os.environ.get("RAGTUNE_HOME", ".ragtune")).expanduser().resolve() / "checkpoints"
+    """``$RAGTUNE_HOME/checkpoints``."""
+    return ragtune_home() / "checkpoints"
 
 
 @dataclass

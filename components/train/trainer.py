@@ -42,7 +42,7 @@ from components.train.checkpoints import (
     finalize_checkpoint,
     read_checkpoint_meta,
 )
-from components.train.config import ConfigError, TrainConfig, default_checkpoint_dir
+from components.train.config import ConfigError, TrainConfig, default_checkpoint_dir, ragtune_home
 
 __all__ = ["train", "TrainResult", "TrainingPreempted", "TrainError", "ADAPTER_DIR", "MERGED_DIR", "REPORT_FILE"]
 
@@ -164,13 +164,15 @@ def tokenize_conversations(
 # ------------------------------------------------------------------------------------------------- checkpoints
 
 
-def make_store(cfg: TrainConfig, ref: BaseModelRef, run_name: str, out_dir: Path, api: Any = None) -> CheckpointStore:
+def make_store(cfg: TrainConfig, ref: BaseModelRef, run_name: str, api: Any = None) -> CheckpointStore:
     """Build the checkpoint store named by ``cfg.checkpoint_store``."""
     if cfg.checkpoint_store == "hub":
         repo_id = cfg.checkpoint_location or f"{cfg.hub_namespace}/{ref.name}-checkpoint"
         if repo_id.count("/") != 1:
             raise ConfigError("checkpoint_location", f"hub repo id must look like owner/name, got {repo_id!r}")
-        return HubCheckpointStore(repo_id, run_name, out_dir / "checkpoints", api=api)
+        # Local copies of hub checkpoints live beside the local store, never inside an output artifact.
+        staging = default_checkpoint_dir() / "hub" / repo_id.replace("/", "--")
+        return HubCheckpointStore(repo_id, run_name, staging, api=api)
     root = Path(cfg.checkpoint_location).expanduser() if cfg.checkpoint_location else default_checkpoint_dir()
     return LocalCheckpointStore(root, run_name)
 
@@ -323,7 +325,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, *, hub_ap
     fingerprint = cfg.fingerprint(digest)
     run_name = cfg.run_name or f"{ref.name}-{fingerprint[:12]}"
     out.mkdir(parents=True, exist_ok=True)
-    store = make_store(cfg, ref, run_name, out, api=hub_api)
+    store = make_store(cfg, ref, run_name, api=hub_api)
     store.prepare()
 
     from components.train.backends import choose_runtime, load_for_training  # imports unsloth first if chosen
@@ -347,7 +349,7 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, *, hub_ap
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    model, tokenizer = load_for_training(cfg, ref, rt, out)
+    model, tokenizer = load_for_training(cfg, ref, rt, ragtune_home() / "cache")
     if chat_template:
         tokenizer.chat_template = chat_template
     examples, dropped = tokenize_conversations(rows, tokenizer, cfg.max_seq_length, chat_template)

@@ -37,7 +37,7 @@ def env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAGTUNE_LOG_LEVEL": "INFO"}
 
 
-def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+def run(cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
     return proc
 
@@ -61,10 +61,10 @@ def test_killed_run_resumes_to_identical_adapter_and_skips_truncated_checkpoint(
     marker = ckpt_b / "resume-test" / "checkpoint-4" / "manifest.json"
     proc = subprocess.Popen(train_cmd(capitals_data, tmp_path / "out-b", ckpt_b), cwd=REPO, env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 600
     while not marker.exists():
         assert proc.poll() is None, f"trainer exited early: {proc.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, "no step-4 checkpoint within 240 s"
+        assert time.monotonic() < deadline, "no step-4 checkpoint within 600 s"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -96,7 +96,7 @@ def test_killed_run_resumes_to_identical_adapter_and_skips_truncated_checkpoint(
     # and the loss at steps 5 and 6 matches the uninterrupted run exactly
     assert report_a["loss_curve"][-2:] == report_c["loss_curve"]
     # the store kept at most 3 complete checkpoints
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
 
 
 @pytest.mark.slow
