@@ -4,8 +4,7 @@ Imports live inside the functions, so each runs in the ``components`` image (or,
 through ``kfp.local``) without importing the others' dependencies at compile time.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: KFP reads the parameter annotations as real types.
 from kfp import dsl
 
 from pipelines.images import image
