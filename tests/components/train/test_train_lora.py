@@ -14,12 +14,11 @@ import pytest
 from components.manifest import verify_manifest
 from components.train.config import TrainConfig
 from components.train.trainer import train
+from tests.components.train.hub_standin import HubStandIn
 
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, capitals_data):
-    from tests.components.train.conftest import HubStandIn
-
     root = tmp_path_factory.mktemp("lora")
     hub = HubStandIn(root / "hub")
     cfg = TrainConfig(
