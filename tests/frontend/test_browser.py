@@ -2,7 +2,7 @@
 (``chainlit run --headless``) wired to the real retriever and LLM predictors.
 
 Also the HTTP side of the app that needs a running Chainlit: readiness and metrics routes, and password login.
-The screenshot goes to test-artifacts/chat.png (copied by hand to docs/images/chat.png for the README).
+Screenshots go to test-artifacts/ (chat-answer.png, chat.png); RAGTUNE_UPDATE_SCREENSHOT=1 copies chat-answer.png to docs/images/chat.png.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def test_chat_in_the_browser(chat_server):
             growing = [s for s in samples if "Sources:" not in s]
             assert len(growing) >= 2, f"the answer did not stream in: {samples[:4]}"
             links = page.locator(".step").last.locator(".element-link")
-            names = [links.nth(i).inner_text() for i in range(links.count())]
+            names = [links.nth(i).text_content() or "" for i in range(links.count())]  # inner_text is CSS-uppercased
             assert any("virtual_environments.html" in n for n in names), names
             link = next(i for i, n in enumerate(names) if "virtual_environments.html" in n)
             links.nth(link).click()
@@ -165,4 +165,4 @@ def test_chat_in_the_browser(chat_server):
     assert frames, "no websocket traffic was observed"
     assert "<script>alert" not in html
     if os.environ.get("RAGTUNE_UPDATE_SCREENSHOT") == "1":
-        shutil.copy(ARTIFACTS / "chat.png", REPO_ROOT / "docs" / "images" / "chat.png")
+        shutil.copy(ARTIFACTS / "chat-answer.png", REPO_ROOT / "docs" / "images" / "chat.png")
