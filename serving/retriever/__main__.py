@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         http_port=args.http_port,
         grpc=args.enable_grpc,
     )
+    # Read by both OpenMP runtimes (torch's and FAISS's) when they start, so every thread, including KServe's
+    # executor threads that run the searches, gets this many; set before either library is imported.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(settings.threads)
     model = RetrieverModel(settings)
     server = kserve.ModelServer(
         http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc, workers=1

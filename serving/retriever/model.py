@@ -29,6 +29,7 @@ STAGE_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 INDEX_CHUNKS = Gauge("ragtune_retriever_index_chunks", "Chunks in the loaded index", ["model_name"])
+_thread_state = threading.local()
 READY = Gauge("ragtune_retriever_ready", "1 once the index is loaded and the model serves", ["model_name"])
 
 
@@ -156,6 +157,12 @@ class RetrieverModel(Model):
         """Encode ``queries`` in one batch and search the index; hits per query, best first."""
         if not self.ready:
             raise RuntimeError("the retriever is not loaded")
+        if not getattr(_thread_state, "omp_set", False):
+            import faiss
+
+            # omp_set_num_threads is per calling thread: executor threads would otherwise use every core.
+            faiss.omp_set_num_threads(self.settings.threads)
+            _thread_state.omp_set = True
         t0 = time.perf_counter()
         vectors = self.embedder.encode([q.text for q in queries])
         t1 = time.perf_counter()
