@@ -85,6 +85,17 @@ class InProcess:
         return first - start, (n - 1) / (end - first), n
 
 
+def server_ttft(url: str) -> tuple[float, float]:
+    """(sum, count) of the predictor's own time-to-first-token histogram (arrival to first token)."""
+    total = count = 0.0
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("ragtune_llm_time_to_first_token_seconds_sum"):
+            total += float(line.split()[-1])
+        elif line.startswith("ragtune_llm_time_to_first_token_seconds_count"):
+            count += float(line.split()[-1])
+    return total, count
+
+
 def stream_once(url: str, i: int, max_tokens: int) -> tuple[float, float, int]:
     body = {
         "model": MODEL,
@@ -152,10 +163,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=128, help="decode length per single-stream run")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--load-tokens", type=int, default=64, help="answer length in the concurrency runs")
+    parser.add_argument("--per-client", type=int, default=3, help="requests per client in the concurrency runs")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
     bandwidth = memory_bandwidth_gbs()
+    print(f"memory bandwidth (copy): {bandwidth:.1f} GB/s", flush=True)
     baseline = InProcess(args.threads)
     gguf_bytes = baseline.path.stat().st_size
     port = free_port()
@@ -178,11 +192,22 @@ def main() -> int:
         server.wait_ready("/v2/health/ready", timeout=180)
         stream_once(server.url, -1, 8)  # warm-up both sides
         baseline.run(-1, 8)
+        ttft_sum0, ttft_n0 = server_ttft(server.url)
         base_runs, pred_runs = [], []
         for i in range(args.reps):
             base_runs.append(baseline.run(i, args.tokens))
             pred_runs.append(stream_once(server.url, i, args.tokens))
-        levels = [asyncio.run(concurrent_load(server.url, c, 3, 64)) for c in (1, 2, 4)]
+            print(
+                f"rep {i}: in-process TTFT {base_runs[-1][0] * 1e3:.0f} ms {base_runs[-1][1]:.1f} tok/s | "
+                f"predictor TTFT {pred_runs[-1][0] * 1e3:.0f} ms {pred_runs[-1][1]:.1f} tok/s",
+                flush=True,
+            )
+        ttft_sum1, ttft_n1 = server_ttft(server.url)
+        server_side_ttft = (ttft_sum1 - ttft_sum0) / max(1.0, ttft_n1 - ttft_n0)
+        levels = []
+        for c in (1, 2, 4):
+            levels.append(asyncio.run(concurrent_load(server.url, c, args.per_client, args.load_tokens)))
+            print(f"{c} clients: {levels[-1]['aggregate_tokens_per_s']:.1f} tok/s", flush=True)
     finally:
         server.stop()
 
@@ -202,6 +227,7 @@ def main() -> int:
         "predictor": {"ttft_ms": pred_ttft * 1e3, "decode_tokens_per_s": pred_tps},
         "tokens_per_s_ratio": pred_tps / base_tps,
         "ttft_delta_ms": (pred_ttft - base_ttft) * 1e3,
+        "predictor_server_side_ttft_ms_mean": server_side_ttft * 1e3,
         "memory_bandwidth_gb_s": bandwidth,
         "bandwidth_limit_tokens_per_s": limit_tps,
         "predictor_fraction_of_limit": pred_tps / limit_tps,
@@ -218,7 +244,7 @@ def main() -> int:
         f"memory bandwidth (copy) {bandwidth:.1f} GB/s -> limit {limit_tps:.0f} tok/s for this GGUF; "
         f"predictor reaches {pred_tps / limit_tps:.1%} of it"
     )
-    print("clients  requests  aggregate tok/s   p50 latency   p99 latency   (64-token answers)")
+    print(f"clients  requests  aggregate tok/s   p50 latency   p99 latency   ({args.load_tokens}-token answers)")
     for lv in levels:
         print(
             f"{lv['clients']:7d}  {lv['requests']:8d}  {lv['aggregate_tokens_per_s']:15.1f}  "

@@ -396,21 +396,42 @@ class LLMService:
             raise ServiceUnavailable(f"the server is not ready: {self.preload_error}")
         await self.scheduler.acquire()
         loop = asyncio.get_running_loop()
-        try:
-            prepared = await loop.run_in_executor(self._llama, self._prepare, request)
-        except BaseException:
-            self.scheduler.release()
-            raise
-        generation = Generation(request, len(prepared.tokens), loop)
+        generation = Generation(request, 0, loop)
+        prepared_fut: asyncio.Future[None] = loop.create_future()
         deadline = time.monotonic() + self.settings.generation_timeout_s
-        worker = loop.run_in_executor(self._llama, self._run, prepared, generation, deadline, arrived)
+
+        def settle(error: BaseException | None) -> None:
+            if prepared_fut.done():
+                return
+            if error is None:
+                prepared_fut.set_result(None)
+            else:
+                prepared_fut.set_exception(error)
+
+        def job() -> None:
+            # Prepare and generate in one llama-thread job: no hop back to the event loop before the first token.
+            try:
+                prepared = self._prepare(request)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(settle, exc)
+                return
+            generation.prompt_tokens = len(prepared.tokens)
+            loop.call_soon_threadsafe(settle, None)
+            self._run(prepared, generation, deadline, arrived)
+
         took_slot = time.monotonic()
+        worker = loop.run_in_executor(self._llama, job)
 
         def finished(_: object) -> None:
             self.scheduler.record_hold(time.monotonic() - took_slot)
             self.scheduler.release()
 
         worker.add_done_callback(finished)
+        try:
+            await prepared_fut
+        except asyncio.CancelledError:
+            generation.cancel()  # the client left while the prompt was being prepared
+            raise
         return generation
 
     def _prepare(self, request: GenerationRequest) -> _Prepared:
