@@ -240,6 +240,7 @@ def main() -> int:
         f"ratio tokens/s predictor/in-process = {pred_tps / base_tps:.3f} (target >= 0.95); "
         f"TTFT delta = {(pred_ttft - base_ttft) * 1e3:+.1f} ms (target <= +20 ms)"
     )
+    print(f"predictor's own TTFT (arrival -> first token, mean from /metrics): {server_side_ttft * 1e3:.1f} ms")
     print(
         f"memory bandwidth (copy) {bandwidth:.1f} GB/s -> limit {limit_tps:.0f} tok/s for this GGUF; "
         f"predictor reaches {pred_tps / limit_tps:.1%} of it"
