@@ -196,8 +196,9 @@ def _start_writer(directory: Path, rows: int, seed: int, kind: str = "flat") -> 
 
 @pytest.mark.slow
 def test_writer_killed_mid_write_leaves_previous_index_intact(tmp_path):
-    """SIGKILL a real writer process at random moments of its write, many times: every time the directory still
-    loads, and holds either exactly the previous version or (if the kill came after the commit) the new one."""
+    """SIGKILL a real writer process many times -- at random moments, and right after it starts writing files -- and
+    every time the directory still loads and holds either exactly the previous version or (if the kill came after
+    the commit) the new one."""
     directory = tmp_path / "idx"
     rows = 20000
     assert _start_writer(directory, rows, seed=0).wait(timeout=300) == 0
@@ -214,7 +215,16 @@ def test_writer_killed_mid_write_leaves_previous_index_intact(tmp_path):
     outcomes = {"intact": 0, "committed": 0, "leftovers": 0}
     for attempt in range(1, 7):
         proc = _start_writer(directory, rows, seed=attempt)
-        time.sleep(rng.uniform(0.05, 0.9) * write_s)
+        if attempt % 2:
+            # wait until the new version is being written, then kill within the first few file writes
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline and not any(
+                p.name.startswith(".tmp-") for p in (directory / layout.VERSIONS_DIR).iterdir()
+            ):
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.05))
+        else:
+            time.sleep(rng.uniform(0.05, 0.9) * write_s)  # any moment: reading, merging, writing or committing
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         if any(p.name.startswith(".tmp-") for p in (directory / layout.VERSIONS_DIR).iterdir()):
