@@ -31,7 +31,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-from components.manifest import ManifestError, atomic_write_text, sha256_file, verify_manifest
+from components.manifest import atomic_write_text, sha256_file
 
 log = logging.getLogger("ragtune.demo")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -92,17 +92,18 @@ def _fingerprint(paths: list[Path], extra: str = "") -> str:
 
 def ensure_index(s: DemoSettings) -> None:
     """Run the index pipeline unless the index already holds exactly these sources."""
+    from components.index.search import IndexLoadError, load_index
     from pipelines.index import IndexSettings, run_local
 
     stamp = s.home / "index.fingerprint"
     fingerprint = _fingerprint([Path(p) for p in s.sources], extra=s.store)
-    try:
-        verify_manifest(s.index_dir)
-        if stamp.exists() and stamp.read_text().strip() == fingerprint:
+    if stamp.exists() and stamp.read_text().strip() == fingerprint:
+        try:
+            load_index(s.index_dir)  # verifies every file against its manifest
             print(f"[1/4] index: up to date in {s.index_dir}")
             return
-    except ManifestError:
-        pass
+        except IndexLoadError as exc:
+            print(f"      index unusable ({exc}); rebuilding")
     print(f"[1/4] index: running the index pipeline (kfp.local) on {', '.join(s.sources)}")
     summary = run_local(IndexSettings(source=s.sources, out=s.index_dir, store=s.store))
     stats = summary["stats"]
@@ -222,7 +223,7 @@ def serve(s: DemoSettings) -> int:
                             "--http_port", str(s.llm_port)])
         stack.start(
             "chat",
-            [py, "-m", "chainlit", "run", "frontend/app.py", "--headless", "--host", s.host, "--port", str(s.chat_port)],
+            [py, "-m", "frontend", "--host", s.host, "--port", str(s.chat_port)],
             env={"RAGTUNE_CHAT_RETRIEVER_URL": f"{base}:{s.retriever_port}",
                  "RAGTUNE_CHAT_LLM_URL": f"{base}:{s.llm_port}"},
         )
