@@ -172,7 +172,7 @@ def test_gate_closed_skips_publish_in_the_local_runner(demo_run, tmp_path):
 
     root = demo_run / "pipeline-root"
     dataset_dir = next(p for p in root.rglob("heldout.jsonl")).parent
-    model_dir = next(p for p in root.rglob("adapter") if p.is_dir()).parent
+    model_dir = next(p for p in root.rglob("merged") if (p / "config.json").is_file()).parent
     gguf_dir = next(p for p in root.rglob("*.q8_0.gguf")).parent
 
     @dsl.pipeline(name="gate-check")
