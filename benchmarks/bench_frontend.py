@@ -115,7 +115,7 @@ async def chat_ttft(chat, question: str) -> float:
     return chat.emitter.first_token_at - started
 
 
-async def run_rounds(rounds: int, retriever_url: str, llm_url: str) -> tuple[list[float], list[float]]:
+async def run_rounds(rounds: int, retriever_url: str, llm_url: str, top_k: int | None) -> tuple[list[float], list[float]]:
     from frontend import app
     from frontend.settings import load_settings
     from tests.frontend.conftest import ChatSession
@@ -127,6 +127,8 @@ async def run_rounds(rounds: int, retriever_url: str, llm_url: str) -> tuple[lis
     model = await chat.state("model")
     info = (await chat.state("models"))[model]
     window = info.context_window or settings.default_context_window
+    if top_k is not None:
+        await chat.set_state("top_k", top_k)
     top_k, temperature = await chat.state("top_k"), await chat.state("temperature")
     # warm-up: load the embedder and the model's first prompt on both paths
     await flush(settings, model, 0)
@@ -151,14 +153,22 @@ async def run_rounds(rounds: int, retriever_url: str, llm_url: str) -> tuple[lis
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=6, help="measured rounds (each: one direct, one chat)")
+    parser.add_argument("--top_k", type=int, default=None, help="passages per question (default: the template's)")
+    parser.add_argument("--retriever_url", help="use this running retriever (its index: the sample corpus)")
+    parser.add_argument("--llm_url", help="use this running LLM predictor instead of starting one")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-frontend-") as tmp:
-        retriever, llm = start_servers(Path(tmp))
-        try:
-            direct, through_chat = asyncio.run(run_rounds(args.rounds, retriever.url, llm.url))
-        finally:
-            retriever.stop()
-            llm.stop()
+    if args.rounds < 1 or (args.top_k is not None and not 1 <= args.top_k <= 50):
+        parser.error("--rounds must be >= 1 and --top_k between 1 and 50")
+    if args.retriever_url and args.llm_url:
+        direct, through_chat = asyncio.run(run_rounds(args.rounds, args.retriever_url, args.llm_url, args.top_k))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-frontend-") as tmp:
+            retriever, llm = start_servers(Path(tmp))
+            try:
+                direct, through_chat = asyncio.run(run_rounds(args.rounds, retriever.url, llm.url, args.top_k))
+            finally:
+                retriever.stop()
+                llm.stop()
     d, c = statistics.median(direct), statistics.median(through_chat)
     ratio = c / d
     print(f"TTFT median over {args.rounds} rounds: direct (retrieval + LLM) {d * 1000:.0f} ms, "
