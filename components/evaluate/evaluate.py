@@ -147,6 +147,13 @@ def evaluate(cfg: EvalConfig, data_dir: str | os.PathLike[str], finetuned_dir: s
 
     conversations = read_heldout(data_dir, cfg.max_examples)
     export = load_export(export_dir) if export_dir is not None else None
+    gguf_paths: dict[str, Path] = {}
+    if export is not None:  # checked before any model loads
+        for quant in cfg.quant_types or [f.quant for f in export.files]:
+            try:
+                gguf_paths[quant] = export.gguf(quant)
+            except KeyError as exc:
+                raise EvaluationError(f"evaluate.quant_types: {exc.args[0]}") from exc
     merged_dir, found_base = resolve_hf_model(finetuned_dir, Path(out_dir) / ".work")
     base_model = base_model or (export.base_model if export else None) or found_base
 
@@ -173,18 +180,12 @@ def evaluate(cfg: EvalConfig, data_dir: str | os.PathLike[str], finetuned_dir: s
         all_scores["base"] = hf_scores(base, examples, desc="base")
         result.models["base"] = summarize("base", "hf", all_scores["base"], resamples, time.perf_counter() - t0)
         del base
-    if export is not None:
-        wanted = cfg.quant_types or [f.quant for f in export.files]
-        for quant in wanted:
-            try:
-                path = export.gguf(quant)
-            except KeyError as exc:
-                raise EvaluationError(f"evaluate.quant_types: {exc.args[0]}") from exc
-            t0 = time.perf_counter()
-            name = f"gguf:{quant}"
-            all_scores[name] = gguf_scores(path, examples, n_threads=cfg.n_threads, desc=quant)
-            result.models[name] = summarize(name, "gguf", all_scores[name], resamples, time.perf_counter() - t0)
-            result.fidelity[quant] = result.models[name].perplexity / result.models["finetuned"].perplexity - 1.0
+    for quant, path in gguf_paths.items():
+        t0 = time.perf_counter()
+        name = f"gguf:{quant}"
+        all_scores[name] = gguf_scores(path, examples, n_threads=cfg.n_threads, desc=quant)
+        result.models[name] = summarize(name, "gguf", all_scores[name], resamples, time.perf_counter() - t0)
+        result.fidelity[quant] = result.models[name].perplexity / result.models["finetuned"].perplexity - 1.0
 
     if "base" in all_scores:
         ratios = np.array([all_scores["finetuned"].perplexity(i) / all_scores["base"].perplexity(i)
