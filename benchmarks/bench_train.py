@@ -83,7 +83,6 @@ def main() -> int:
 
     from components.data.prepare import DataConfig, prepare_dataset
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
         prepare_dataset(DataConfig(max_examples=args.examples + 2, heldout_size=2), work / "data")
