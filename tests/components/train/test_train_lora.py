@@ -20,13 +20,19 @@ from tests.components.train.hub_standin import HubStandIn
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, capitals_data):
     root = tmp_path_factory.mktemp("lora")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAGTUNE_HOME", str(root / "home"))  # local copies of hub checkpoints go here, not into the repo
     hub = HubStandIn(root / "hub")
     cfg = TrainConfig(
         max_steps=30, max_seq_length=64, per_device_train_batch_size=2, gradient_accumulation_steps=1,
         learning_rate=2e-3, warmup_steps=2, save_steps=10, save_total_limit=2, seed=5,
         checkpoint_store="hub", hub_namespace="tester", run_name="lora-sanity",
     )
-    result = train(cfg, capitals_data, root / "out", hub_api=hub)
+    try:
+        result = train(cfg, capitals_data, root / "out", hub_api=hub)
+    finally:
+        mp.undo()
+    assert (root / "home" / "checkpoints" / "hub" / "tester--SmolLM2-135M-Instruct-checkpoint").is_dir()
     return cfg, result, hub
 
 
