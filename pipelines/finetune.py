@@ -249,10 +249,10 @@ def build_pipeline(cfg: FinetuneConfig | None = None) -> Callable[..., Any]:
             gguf=export_task.outputs["gguf"],
             config=eval_config,
         ).set_display_name("evaluate")
-        with dsl.If(eval_task.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
+        with dsl.If(eval_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
             publish_model(gguf=export_task.outputs["gguf"], report=eval_task.outputs["report"],
                           config=publish_config).set_display_name("publish")
-        return Outputs(passed=eval_task.outputs["passed"], report=eval_task.outputs["report"],
+        return Outputs(passed=eval_task.outputs["Output"], report=eval_task.outputs["report"],
                        gguf=export_task.outputs["gguf"])
 
     return finetune_pipeline

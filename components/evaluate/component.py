@@ -1,7 +1,5 @@
 """KFP component: held-out perplexity of base, fine-tuned and GGUF models, and the gate (logic in evaluate.py)."""
 
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
@@ -16,8 +14,11 @@ def evaluate_model(
     config: dict,
     report: Output[Artifact],
     metrics: Output[Metrics],
-) -> NamedTuple("EvalOutputs", [("passed", bool), ("ppl_change", float)]):
-    """Score the models on the held-out set and decide whether the fine-tuned model may be published.
+) -> bool:
+    """Score the models on the held-out set; return whether the fine-tuned model may be published (the gate).
+
+    The gate is the single return value (``Output``) on purpose: kfp 2.17.3's local runner resolves a ``dsl.If``
+    condition only on a task's ``Output``, not on a named output of a NamedTuple.
 
     Args:
         dataset: the data step's output (``heldout.jsonl``).
@@ -28,7 +29,6 @@ def evaluate_model(
         metrics: perplexities and the relative change, as KFP metrics.
     """
     import logging
-    from collections import namedtuple
 
     from components.evaluate.config import EvalConfig
     from components.evaluate.evaluate import evaluate
@@ -38,5 +38,4 @@ def evaluate_model(
     for key, value in result.metrics().items():
         metrics.log_metric(key, value)
     report.metadata["gate"] = result.gate.reason
-    outputs = namedtuple("EvalOutputs", ["passed", "ppl_change"])
-    return outputs(bool(result.gate.passed), float(result.relative_change.get("point", 0.0)))
+    return bool(result.gate.passed)

@@ -112,7 +112,7 @@ def test_compiled_yaml_places_the_train_task_on_an_a100_node(tmp_path, monkeypat
 
     tasks = pipeline_spec["root"]["dag"]["tasks"]
     gate = next(t for t in tasks.values() if "triggerPolicy" in t)
-    assert "passed" in gate["triggerPolicy"]["condition"]
+    assert "evaluate-model-Output" in gate["triggerPolicy"]["condition"]
     assert set(tasks) >= {"prepare-data", "train-model", "export-gguf", "evaluate-model"}
 
 
@@ -183,11 +183,11 @@ def test_gate_closed_skips_publish_in_the_local_runner(demo_run, tmp_path):
         ev = evaluate_model(dataset=data.output, model=model.output, gguf=gguf.output,
                             config={"max_examples": 2, "max_length": 128, "repeats": 1, "quant_types": ["q8_0"],
                                     "margin": margin})
-        with dsl.If(ev.outputs["passed"] == True):  # noqa: E712
+        with dsl.If(ev.outputs["Output"] == True):  # noqa: E712
             publish_model(gguf=gguf.output, report=ev.outputs["report"],
                           config={"store_dir": str(tmp_path / "models"), "catalog_path": catalog_path,
                                   "quant_types": ["q8_0"]})
-        return ev.outputs["passed"]
+        return ev.outputs["Output"]
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     closed = gate_check(margin=-0.99, catalog_path=str(tmp_path / "closed.yaml"))
