@@ -230,7 +230,7 @@ def serve(s: DemoSettings) -> int:
         print("[4/4] waiting for readiness")
         stack.wait_ready("retriever", f"{base}:{s.retriever_port}/v2/models/retriever/ready")
         stack.wait_ready("llm", f"{base}:{s.llm_port}/v2/health/ready")
-        stack.wait_ready("chat", f"{base}:{s.chat_port}/")
+        stack.wait_ready("chat", f"{base}:{s.chat_port}/readyz")
         print(f"""
 ragtune is up. Logs: {s.home / 'logs'}
 
