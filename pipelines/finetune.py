@@ -65,6 +65,12 @@ class PlacementConfig(BaseModel):
         "ragtune-cache", description="PVC mounted into the train task for caches and checkpoints; null: none."
     )
     cache_mount_path: str = Field("/cache", pattern=r"^/", description="Where the PVC is mounted (HF_HOME below).")
+    models_pvc: str | None = Field(
+        "ragtune-data",
+        description="PVC mounted into the publish task: the Helm chart's data claim, whose models/ the LLM predictor "
+        "serves (set publish.store_dir and publish.catalog_path under models_mount_path); null: none.",
+    )
+    models_mount_path: str = Field("/data", pattern=r"^/", description="Where models_pvc is mounted for publish.")
 
 
 class RunConfig(BaseModel):
@@ -250,8 +256,13 @@ def build_pipeline(cfg: FinetuneConfig | None = None) -> Callable[..., Any]:
             config=eval_config,
         ).set_display_name("evaluate")
         with dsl.If(eval_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
-            publish_model(gguf=export_task.outputs["gguf"], report=eval_task.outputs["report"],
-                          config=publish_config).set_display_name("publish")
+            publish_task = publish_model(gguf=export_task.outputs["gguf"], report=eval_task.outputs["report"],
+                                         config=publish_config).set_display_name("publish")
+            if placement.models_pvc:
+                from kfp import kubernetes
+
+                kubernetes.mount_pvc(publish_task, pvc_name=placement.models_pvc,
+                                     mount_path=placement.models_mount_path)
         return Outputs(passed=eval_task.outputs["Output"], report=eval_task.outputs["report"],
                        gguf=export_task.outputs["gguf"])
 

@@ -93,6 +93,10 @@ def test_train_task_is_placed_on_a_gpu_node(compiled):
     assert pvc["pvcNameParameter"]["runtimeValue"]["constant"] == placement.cache_pvc
     # No other task asks for a GPU or gets the token.
     others = [e for name, e in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items() if name != executor]
+    # Publish writes onto the chart's data claim, where the LLM predictor reads models.
+    publish_mounts = [m for e in others for m in e.get("pvcMount", [])]
+    assert [(m["mountPath"], m["pvcNameParameter"]["runtimeValue"]["constant"]) for m in publish_mounts] == [
+        (placement.models_mount_path, placement.models_pvc)]
     assert not any("secretAsEnv" in e or "nodeSelector" in e for e in others)
     for name, e in spec["deploymentSpec"]["executors"].items():
         if name != executor:

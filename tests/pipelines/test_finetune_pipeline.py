@@ -100,7 +100,10 @@ def test_compiled_yaml_places_the_train_task_on_an_a100_node(tmp_path, monkeypat
     assert {"name": "RAGTUNE_HOME", "value": "/cache/ragtune"} in container["env"]
 
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(k8s) == {train_exec}, "only the train task gets Kubernetes placement"
+    assert set(k8s) == {train_exec, "exec-publish-model"}, "only train (placement) and publish (models PVC)"
+    assert k8s["exec-publish-model"] == {"pvcMount": [
+        {"constant": "ragtune-data", "mountPath": "/data", "pvcNameParameter": {"runtimeValue": {"constant": "ragtune-data"}}}
+    ]}
     spec = k8s[train_exec]
     assert spec["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
     assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -118,7 +121,7 @@ def test_compiled_yaml_places_the_train_task_on_an_a100_node(tmp_path, monkeypat
 
 def test_placement_can_be_switched_off_for_cpu_clusters(tmp_path):
     cfg = FinetuneConfig.load(DEMO, ["placement.gpu=false", "placement.hf_token_secret=null",
-                                     "placement.cache_pvc=null"])
+                                     "placement.cache_pvc=null", "placement.models_pvc=null"])
     docs = list(yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text()))
     assert len(docs) == 1 or not docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert "accelerator" not in yaml.safe_dump(docs[0])
