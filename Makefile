@@ -16,8 +16,6 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
-export RAGTUNE_REGISTRY := $(REGISTRY)
-export RAGTUNE_IMAGE_TAG := $(TAG)
 
 .PHONY: help install demo test test-fast bench compile images lint clean browser
 

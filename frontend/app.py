@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import chainlit as cl
+from chainlit.config import FILES_DIRECTORY
 from chainlit.input_widget import Select, Slider
 
 from frontend import health
@@ -300,6 +301,9 @@ async def _answer(text: str, started: float) -> str:
     footer = f"_{model} · {len(built.passages)} passages · window {window} tokens_"
     answer.content = f"{body}\n\n{sources_line}\n\n{footer}"
     answer.elements = elements  # type: ignore[assignment]
+    # Chainlit persists element content under FILES_DIRECTORY and removes that whole folder when any Chainlit server
+    # sharing the app root shuts down; recreate it so one server's exit cannot break another's answers.
+    FILES_DIRECTORY.mkdir(parents=True, exist_ok=True)
     await answer.send()
 
     if reply and failure is None:

@@ -178,8 +178,11 @@ def test_gate_closed_skips_publish_in_the_local_runner(demo_run, tmp_path):
     model_dir = next(p for p in root.rglob("merged") if (p / "config.json").is_file()).parent
     gguf_dir = next(p for p in root.rglob("*.q8_0.gguf")).parent
 
+    # The margin is baked in as a constant: KFP cannot resolve a pipeline parameter nested inside a dict argument.
+    margin = -0.99  # no fine-tuned model can be 99 % better than its base
+
     @dsl.pipeline(name="gate-check")
-    def gate_check(margin: float, catalog_path: str) -> bool:
+    def gate_check(catalog_path: str) -> bool:
         data = dsl.importer(artifact_uri=str(dataset_dir), artifact_class=Dataset)
         model = dsl.importer(artifact_uri=str(model_dir), artifact_class=Model)
         gguf = dsl.importer(artifact_uri=str(gguf_dir), artifact_class=Model)
@@ -193,6 +196,6 @@ def test_gate_closed_skips_publish_in_the_local_runner(demo_run, tmp_path):
         return ev.outputs["Output"]
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    closed = gate_check(margin=-0.99, catalog_path=str(tmp_path / "closed.yaml"))
+    closed = gate_check(catalog_path=str(tmp_path / "closed.yaml"))
     assert closed.output is False
     assert not (tmp_path / "closed.yaml").exists() and not (tmp_path / "models").exists()
