@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from components.evaluate.config import EvalConfig, EvalConfigError
 from components.export.config import ExportConfig, ExportConfigError, describe_validation_error
 from components.publish.config import PublishConfig, PublishConfigError
+from pipelines.images import image
 
 log = logging.getLogger("ragtune.finetune")
 
@@ -229,6 +230,9 @@ def build_pipeline(cfg: FinetuneConfig | None = None) -> Callable[..., Any]:
     data_default, train_default = defaults["data"], defaults["train"]
     export_default, eval_default, publish_default = defaults["export"], defaults["evaluate"], defaults["publish"]
     placement = cfg.placement
+    # The components took their images when first imported; set them again so the registry/tag in the
+    # environment now (``make compile REGISTRY=... TAG=...``) wins even in a process that imported them earlier.
+    cpu_image = image("components")
 
     class Outputs(NamedTuple):
         passed: bool
@@ -244,20 +248,22 @@ def build_pipeline(cfg: FinetuneConfig | None = None) -> Callable[..., Any]:
         eval_config: dict = eval_default,
         publish_config: dict = publish_default,
     ) -> Outputs:
-        data_task = prepare_data(config=data_config).set_display_name("data")
+        data_task = prepare_data(config=data_config).set_display_name("data").set_container_image(cpu_image)
         train_task = train_model(dataset=data_task.outputs["dataset"], config=train_config)
-        train_task.set_display_name("train")
+        train_task.set_display_name("train").set_container_image(image("train"))
         apply_gpu_placement(train_task, placement)
-        export_task = export_gguf(model=train_task.outputs["model"], config=export_config).set_display_name("export")
+        export_task = export_gguf(model=train_task.outputs["model"], config=export_config)
+        export_task.set_display_name("export").set_container_image(cpu_image)
         eval_task = evaluate_model(
             dataset=data_task.outputs["dataset"],
             model=train_task.outputs["model"],
             gguf=export_task.outputs["gguf"],
             config=eval_config,
-        ).set_display_name("evaluate")
+        ).set_display_name("evaluate").set_container_image(cpu_image)
         with dsl.If(eval_task.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
             publish_task = publish_model(gguf=export_task.outputs["gguf"], report=eval_task.outputs["report"],
-                                         config=publish_config).set_display_name("publish")
+                                         config=publish_config)
+            publish_task.set_display_name("publish").set_container_image(cpu_image)
             if placement.models_pvc:
                 from kfp import kubernetes
 

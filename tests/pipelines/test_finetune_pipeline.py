@@ -76,6 +76,7 @@ def _executor_of(pipeline_spec: dict, task_name: str) -> str:
 
 
 def test_compiled_yaml_places_the_train_task_on_an_a100_node(tmp_path, monkeypatch):
+    import components.train.component  # noqa: F401  (imported before the env change, as in a long-lived process)
     from pipelines.images import image
 
     monkeypatch.setenv("RAGTUNE_REGISTRY", "registry.example.com/ml")
@@ -85,7 +86,7 @@ def test_compiled_yaml_places_the_train_task_on_an_a100_node(tmp_path, monkeypat
                                      "placement.hf_token_secret=hub-secret", "placement.cache_pvc=train-cache"])
     out = compile_pipeline(cfg, tmp_path / "finetune.yaml")
     pipeline_spec, platform = list(yaml.safe_load_all(out.read_text()))
-    # compile_pipeline imports the component modules after the env change; images follow the env.
+    # The components took the default images at import; build_pipeline sets the images from the env again.
     train_exec = _executor_of(pipeline_spec, "train-model")
     executors = pipeline_spec["deploymentSpec"]["executors"]
     container = executors[train_exec]["container"]
