@@ -1,7 +1,8 @@
 """Retrieval latency: the retriever predictor over HTTP vs in-process encode+search, at 1k and 100k chunks.
 
-Baseline (named in issue 2): in-process ``Embedder.encode([query])`` + ``LoadedIndex.search(vector, k)`` with the
-same modules, the same index, the same queries and the same thread count. Measured side by side in one run, the
+Baseline (named in issue 2): in-process query encoding (the predictor's encoder: ``OnnxEncoder``, or ``Embedder`` with
+``--query_encoder torch``) + ``LoadedIndex.search(vector, k)`` with the same modules, the same index, the same queries
+and the same thread count. Measured side by side in one run, the
 two alternating query by query. Targets: HTTP p50 <= 1.3 x in-process p50, and HTTP p50 <= 30 ms at 100k chunks
 with the flat index on a 2-core machine.
 
@@ -92,7 +93,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
 
 
-def measure(index_dir: Path, queries: list[str], threads: int, embedder, top_k: int) -> dict[str, float]:
+def measure(index_dir: Path, queries: list[str], threads: int, encoder, mode: str, top_k: int) -> dict[str, float]:
     """Alternate in-process and HTTP retrieval of each query; return p50/p99 of both in ms."""
     import faiss
     import torch
@@ -100,12 +101,12 @@ def measure(index_dir: Path, queries: list[str], threads: int, embedder, top_k: 
     from components.index.search import load_index
 
     torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
+    faiss.omp_set_num_threads(1)  # one query per search, as the predictor does (serving/retriever/model.py)
     index = load_index(index_dir)
     port = free_port()
     server = ServerProcess(
         python_module("serving.retriever", "--index", str(index_dir), "--http_port", str(port),
-                      "--threads", str(threads), "--enable_latency_logging", "false"),
+                      "--threads", str(threads), "--query_encoder", mode, "--enable_latency_logging", "false"),
         port=port,
     ).start()
     try:
@@ -113,7 +114,7 @@ def measure(index_dir: Path, queries: list[str], threads: int, embedder, top_k: 
         local, remote = [], []
         with httpx.Client(base_url=server.url, timeout=30.0) as client:
             def in_process(q: str) -> None:
-                index.search(embedder.encode([q]), top_k)
+                index.search(encoder.encode([q]), top_k)
 
             def over_http(q: str) -> None:
                 r = client.post("/v1/models/retriever:predict", json={"instances": [{"query": q, "top_k": top_k}]})
@@ -139,6 +140,19 @@ def measure(index_dir: Path, queries: list[str], threads: int, embedder, top_k: 
             **stages}
 
 
+def encode_times(embedder, onnx_encoder, queries: list[str]) -> dict[str, float]:
+    """p50 ms of encoding each query alone with sentence-transformers (torch) and with the ONNX encoder."""
+    times: dict[str, list[float]] = {"torch": [], "onnx": []}
+    for q in queries[:5]:
+        embedder.encode([q]), onnx_encoder.encode([q])
+    for q in queries:
+        for name, enc in (("torch", embedder), ("onnx", onnx_encoder)):
+            t = time.perf_counter()
+            enc.encode([q])
+            times[name].append(time.perf_counter() - t)
+    return {name: percentiles(values)[0] for name, values in times.items()}
+
+
 def server_stage_means(metrics: str) -> dict[str, float]:
     """Mean encode and search milliseconds inside the server, from its Prometheus histograms."""
     pattern = re.compile(r'^ragtune_retriever_stage_seconds_(sum|count)\{[^}]*stage="(encode|search)"[^}]*\} (\S+)$')
@@ -159,17 +173,25 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,100000", help="corpus sizes in chunks, comma-separated")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads on both sides")
     parser.add_argument("--top_k", type=int, default=10)
+    parser.add_argument("--query_encoder", choices=["onnx", "torch"], default="onnx",
+                        help="query encoding on both sides (the predictor's default, auto, picks onnx here)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    from components.index.embed import Embedder
+    import torch
 
+    from components.index.embed import Embedder
+    from components.index.onnx_encoder import OnnxEncoder
+
+    torch.set_num_threads(args.threads)
     embedder = Embedder()
     real_count = min(1000, max(sizes))
     texts = sharegpt_texts(real_count + args.queries)
     corpus_texts, queries = texts[:real_count], [t[:200] for t in texts[real_count:]]
     print(f"encoding {len(corpus_texts)} real texts for the corpora ...", flush=True)
     real_vectors = embedder.encode(corpus_texts, progress=True)
+    encoder = embedder if args.query_encoder == "torch" else OnnxEncoder.from_embedder(embedder, args.threads)
+    encode_ms = encode_times(embedder, OnnxEncoder.from_embedder(embedder, args.threads), queries)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-retriever-") as tmp:
@@ -185,10 +207,11 @@ def main() -> int:
             t0 = time.perf_counter()
             build_corpus_index(directory, chunk_texts, vectors, embedder.model_name)
             print(f"built {size}-chunk flat index in {time.perf_counter() - t0:.1f} s", flush=True)
-            rows.append(measure(directory, queries, args.threads, embedder, args.top_k))
+            rows.append(measure(directory, queries, args.threads, encoder, args.query_encoder, args.top_k))
 
     print()
-    print(f"retriever latency, top_k={args.top_k}, {len(queries)} queries, {args.threads} threads, flat index")
+    print(f"retriever latency, top_k={args.top_k}, {len(queries)} queries, {args.threads} threads, flat index, "
+          f"{args.query_encoder} query encoder")
     print(f"{'chunks':>8} | {'in-process p50':>14} {'p99':>8} | {'HTTP p50':>9} {'p99':>8} | {'p50 ratio':>9}")
     ok = True
     for r in rows:
@@ -199,6 +222,8 @@ def main() -> int:
         print(f"{r['chunks']:>8} | {r['local_p50']:>11.2f} ms {r['local_p99']:>5.2f} ms | "
               f"{r['http_p50']:>6.2f} ms {r['http_p99']:>5.2f} ms | {ratio:>8.2f}x | "
               f"server mean: encode {r['server_encode_ms']:.2f} ms, search {r['server_search_ms']:.2f} ms")
+    print(f"in-process query encoding p50 (same queries, alternating): torch {encode_ms['torch']:.2f} ms, "
+          f"onnx {encode_ms['onnx']:.2f} ms -> {encode_ms['torch'] / encode_ms['onnx']:.2f}x")
     print(f"targets: p50 ratio <= {TARGET_RATIO}x; HTTP p50 <= {TARGET_P50_MS_100K:.0f} ms at 100k -> "
           f"{'met' if ok else 'NOT met'}")
     return 0

@@ -38,6 +38,7 @@ _FLAGS = {
     "embedding_model": "--embedding_model",
     "batch_size": "--batch_size",
     "threads": "--threads",
+    "query_encoder": "--query_encoder",
 }
 
 
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embedding_model", help="Embedding model path or id (default: the one the index records).")
     parser.add_argument("--batch_size", type=int, help="Queries per embedding batch (64).")
     parser.add_argument("--threads", type=int, help="CPU threads for torch and FAISS (default: the CPUs granted to the process, at most 8).")
+    parser.add_argument("--query_encoder", choices=["auto", "onnx", "torch"],
+                        help="Query encoding: ONNX Runtime, sentence-transformers (torch), or auto (ONNX if it "
+                        "reproduces the model; default).")
     # None: not given here, so the environment or the settings default decides.
     parser.set_defaults(model_name=None, enable_grpc=False)
     return parser

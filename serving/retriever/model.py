@@ -55,6 +55,7 @@ class RetrieverModel(Model):
         )
         self.index: Any = None
         self.embedder: Any = None
+        self.encoder: Any = None  # what encodes queries: an OnnxEncoder, or the embedder itself
         self.load_error: BaseException | None = None
         self.ready = False
         READY.labels(model_name=self.name).set(0)
@@ -93,9 +94,10 @@ class RetrieverModel(Model):
                 f"embedding model {embedder.model_name!r} gives {embedder.dim}-d vectors but the index in "
                 f"{self.settings.index_dir} holds {index.dim}-d vectors (built with {index.embedding_model!r})"
             )
+        encoder = self._query_encoder_for(embedder)
         # One encode before ready, so the first client request does not pay for lazy initialisation.
-        embedder.encode(["warm-up"])
-        self.index, self.embedder = index, embedder
+        encoder.encode(["warm-up"])
+        self.index, self.embedder, self.encoder = index, embedder, encoder
         self.ready = True
         INDEX_CHUNKS.labels(model_name=self.name).set(index.size)
         READY.labels(model_name=self.name).set(1)
@@ -106,6 +108,7 @@ class RetrieverModel(Model):
             chunks=index.size,
             dim=index.dim,
             embedding_model=embedder.model_name,
+            query_encoder=type(encoder).__name__,
             threads=self.settings.threads,
             load_s=round(time.perf_counter() - start, 3),
         )
@@ -157,14 +160,16 @@ class RetrieverModel(Model):
         """Encode ``queries`` in one batch and search the index; hits per query, best first."""
         if not self.ready:
             raise RuntimeError("the retriever is not loaded")
-        if not getattr(_thread_state, "omp_set", False):
+        # FAISS parallelises a flat search over queries, and one query split over threads was measured slower than
+        # on one thread (docs/benchmarks.md). omp_set_num_threads is per calling thread, so set it on this one.
+        threads = min(self.settings.threads, len(queries))
+        if getattr(_thread_state, "omp_threads", None) != threads:
             import faiss
 
-            # omp_set_num_threads is per calling thread: executor threads would otherwise use every core.
-            faiss.omp_set_num_threads(self.settings.threads)
-            _thread_state.omp_set = True
+            faiss.omp_set_num_threads(threads)
+            _thread_state.omp_threads = threads
         t0 = time.perf_counter()
-        vectors = self.embedder.encode([q.text for q in queries])
+        vectors = self.encoder.encode([q.text for q in queries])
         t1 = time.perf_counter()
         largest = max(q.top_k for q in queries)
         hits = self.index.search(vectors, largest)
@@ -172,6 +177,21 @@ class RetrieverModel(Model):
         STAGE_SECONDS.labels(model_name=self.name, stage="encode").observe(t1 - t0)
         STAGE_SECONDS.labels(model_name=self.name, stage="search").observe(t2 - t1)
         return [list(found[: q.top_k]) for q, found in zip(queries, hits)]
+
+    def _query_encoder_for(self, embedder: Any) -> Any:
+        """The ONNX Runtime encoder (``query_encoder`` onnx/auto) or the embedder itself (torch, or auto's fallback)."""
+        mode = self.settings.query_encoder
+        if mode == "torch":
+            return embedder
+        from components.index.onnx_encoder import OnnxEncoder, OnnxEncoderUnavailable
+
+        try:
+            return OnnxEncoder.from_embedder(embedder, threads=self.settings.threads)
+        except OnnxEncoderUnavailable as exc:
+            if mode == "onnx":
+                raise IndexLoadFailed(f"--query_encoder onnx: {exc}") from exc
+            log_event("query_encoder_fallback", model_name=self.name, encoder="torch", reason=str(exc))
+            return embedder
 
     def _embedding_model_for(self, recorded: str) -> str | None:
         """The embedding model to load: the configured one, else the one the index records.

@@ -36,3 +36,14 @@ def test_search_before_load_is_refused(tmp_path):
     assert model.ready is False
     with pytest.raises(RuntimeError, match="not loaded"):
         model.search([Query("q", 1)])
+
+
+@pytest.mark.parametrize("mode, encoder", [("torch", "Embedder"), ("onnx", "OnnxEncoder"), ("auto", "OnnxEncoder")])
+def test_query_encoder_setting_picks_the_encoder_and_results_agree(sample_index, mode, encoder):
+    pytest.importorskip("onnxruntime")
+    model = RetrieverModel(load_settings(index_dir=str(sample_index), threads=1, query_encoder=mode))
+    assert model.load() is True
+    assert type(model.encoder).__name__ == encoder
+    hits = model.search([Query("approximate nearest neighbour graph", 3)])[0]
+    expected = model.index.search(model.embedder.encode(["approximate nearest neighbour graph"]), 3)[0]
+    assert [h.chunk_id for h in hits] == [h.chunk_id for h in expected]

@@ -115,7 +115,7 @@ def test_v1_returns_relevant_hits_with_metadata(client):
 
 
 def test_v1_same_results_as_in_process_search(client, sample_index):
-    """The server's hits equal encode+search done here with the same modules (same ids, same order)."""
+    """The server's hits (ONNX query encoder) equal sentence-transformers encode + search done here."""
     from components.index.embed import Embedder
     from components.index.search import load_index
 
@@ -329,4 +329,5 @@ def test_server_log_is_structured_and_has_no_queries(retriever, client):
     assert {"retriever_starting", "index_loading", "index_loaded", "request_rejected"} <= names
     loaded = next(e for e in events if e["event"] == "index_loaded")
     assert loaded["chunks"] == len(CORPUS) and loaded["dim"] == 384
+    assert loaded["query_encoder"] == "OnnxEncoder"  # the default (auto) on a model the export reproduces
     assert "sourdough starter" not in log

@@ -52,6 +52,15 @@ def test_bad_settings_return_2_naming_the_field(sample_index, args, flag, capsys
     assert err.startswith("retriever: error: ") and flag in err
 
 
+def test_unknown_query_encoder_from_the_environment_returns_2_naming_it(sample_index, monkeypatch, capsys):
+    from serving.retriever.__main__ import main
+
+    monkeypatch.setenv("RAGTUNE_RETRIEVER_QUERY_ENCODER", "tensorrt")
+    assert main(["--index", str(sample_index), "--http_port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert "--query_encoder (RAGTUNE_RETRIEVER_QUERY_ENCODER)" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("kind", ["corrupt", "empty"])
 def test_corrupt_or_empty_index_exits_3_with_message(kind, corrupt_index, tmp_path):
     """The server starts answering (not ready), the load fails, and the process ends with the reason."""

@@ -1,0 +1,141 @@
+"""The embedding model exported to ONNX and run with ONNX Runtime, for encoding short queries fast on CPU.
+
+A query is one short text: at that size PyTorch spends most of its time per operator (dispatch, weight packing)
+rather than computing, and ONNX Runtime's fused graph is 2-3x faster on the same threads (docs/benchmarks.md).
+Indexing keeps :class:`~components.index.embed.Embedder` (large batches, where PyTorch is efficient).
+
+The export is built from the very model the embedder loaded, in memory at start-up (a second or two, no file), and
+is only used after it reproduces the embedder's vectors on probe texts: a model whose sentence-transformers
+pipeline is not transformer -> mean pooling -> normalize (CLS pooling, a Dense head) fails that check, and the
+caller keeps PyTorch.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+
+from components.index.embed import Embedder
+
+log = logging.getLogger(__name__)
+
+#: texts the export must reproduce before it is used (a short and a long one, so padding and truncation count)
+PROBE_TEXTS = (
+    "How do I create a virtual environment?",
+    "Explain, step by step and with an example, how exceptions propagate through nested function calls when no "
+    "handler catches them, and what the interpreter prints. " * 6,
+)
+#: smallest cosine similarity to the embedder's vector that counts as the same vector
+MIN_PROBE_COSINE = 0.9999
+
+
+class OnnxEncoderUnavailable(RuntimeError):
+    """The ONNX path cannot be used for this model here; the message says why (the caller falls back)."""
+
+
+class OnnxEncoder:
+    """``encode(texts)`` like :meth:`Embedder.encode`: unit-length float32 rows, the same vectors to ~1e-6.
+
+    Build with :meth:`from_embedder`.
+    """
+
+    def __init__(self, session: Any, tokenizer: Any, max_seq_length: int, dim: int, model_name: str) -> None:
+        self._session = session
+        self._tokenizer = tokenizer
+        self._inputs = [i.name for i in session.get_inputs()]
+        self.max_seq_length = max_seq_length
+        self.dim = dim
+        self.model_name = model_name
+
+    @classmethod
+    def from_embedder(cls, embedder: Embedder, threads: int) -> OnnxEncoder:
+        """Export ``embedder``'s transformer with mean pooling and normalization, and check it on probe texts.
+
+        Raises :class:`OnnxEncoderUnavailable` when onnxruntime/onnx are missing, the export fails, or the
+        exported model does not reproduce the embedder's vectors.
+        """
+        try:
+            import onnxruntime as ort
+            import torch
+        except ImportError as exc:
+            raise OnnxEncoderUnavailable(f"onnxruntime is not installed ({exc})") from None
+        tokenizer = embedder.tokenizer
+        transformer = embedder._model[0].auto_model.eval()
+        sample = tokenizer(["probe"], return_tensors="pt")
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+        graph = io.BytesIO()
+        try:
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's notes on traced control flow; the probe decides
+                torch.onnx.export(
+                    _mean_pooled(transformer, names),
+                    tuple(sample[n] for n in names),
+                    graph,
+                    input_names=names,
+                    output_names=["embedding"],
+                    dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names},
+                    opset_version=17,
+                    dynamo=False,
+                )
+        except Exception as exc:  # noqa: BLE001 - the exporter raises many types; any of them means "use torch"
+            raise OnnxEncoderUnavailable(f"ONNX export of {embedder.model_name!r} failed: {exc}") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        # ONNX Runtime's workers spin after each run by default: between queries they would take the cores that
+        # the FAISS search right after (and every other thread in the process) needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+        encoder = cls(session, tokenizer, embedder.max_seq_length, embedder.dim, embedder.model_name)
+        expected = embedder.encode(list(PROBE_TEXTS))
+        got = encoder.encode(list(PROBE_TEXTS))
+        if got.shape != expected.shape:
+            raise OnnxEncoderUnavailable(f"exported model gives shape {got.shape}, the embedder {expected.shape}")
+        cosine = float(np.min(np.sum(got * expected, axis=1)))
+        if cosine < MIN_PROBE_COSINE:
+            raise OnnxEncoderUnavailable(
+                f"exported model does not reproduce {embedder.model_name!r} (cosine {cosine:.5f}); its pipeline is "
+                "probably not transformer -> mean pooling -> normalize"
+            )
+        log.info("event=onnx_encoder_ready model=%s threads=%d probe_cosine=%.7f", embedder.model_name, threads,
+                 cosine)
+        return encoder
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Encode ``texts`` into an ``(n, dim)`` float32 array of unit-length rows."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a list of strings, not a single string")
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batch = self._tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_seq_length,
+                                return_tensors="np")
+        feeds = {name: np.asarray(batch[name], dtype=np.int64) for name in self._inputs}
+        (vectors,) = self._session.run(None, feeds)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _mean_pooled(transformer: Any, names: list[str]) -> Any:
+    import torch
+
+    class MeanPooled(torch.nn.Module):
+        """Transformer -> mean over the real tokens -> unit length (all-MiniLM-L6-v2's sentence pipeline)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            kwargs = dict(zip(names, inputs))
+            hidden = self.transformer(**kwargs).last_hidden_state
+            mask = kwargs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
+
+    return MeanPooled()
+

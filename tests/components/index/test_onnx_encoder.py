@@ -1,0 +1,67 @@
+"""The ONNX Runtime query encoder: same vectors as the sentence-transformers embedder, or refused.
+
+Real models only: the packaged all-MiniLM-L6-v2 exported for real, and, for the refusal, the same weights assembled
+into a sentence-transformers pipeline with CLS pooling (a real model whose vectors mean pooling cannot reproduce).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from components.index.onnx_encoder import OnnxEncoder, OnnxEncoderUnavailable  # noqa: E402
+
+TEXTS = [
+    "How do I create a virtual environment?",
+    "a",
+    "Exceptions that are not handled stop the program and print a traceback. " * 40,  # truncated at 256 tokens
+    "Ünïcödé, emoji 🐍 and CJK 虚拟环境 survive tokenization.",
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_encoder(embedder) -> OnnxEncoder:
+    return OnnxEncoder.from_embedder(embedder, threads=1)
+
+
+def test_vectors_match_the_embedder_one_by_one_and_in_a_padded_batch(onnx_encoder, embedder):
+    expected = embedder.encode(TEXTS)
+    batch = onnx_encoder.encode(TEXTS)
+    one_by_one = np.vstack([onnx_encoder.encode([t]) for t in TEXTS])
+    for got in (batch, one_by_one):
+        assert got.shape == expected.shape == (len(TEXTS), embedder.dim)
+        assert got.dtype == np.float32 and got.flags["C_CONTIGUOUS"]
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_same_neighbours_as_the_embedder_on_the_sample_corpus(onnx_encoder, embedder, corpus_vectors):
+    questions = ["How do I make a virtual environment?", "What does a try statement do?", "How to import a module?"]
+    for q_onnx, q_torch in zip(onnx_encoder.encode(questions), embedder.encode(questions)):
+        assert list(np.argsort(-(corpus_vectors @ q_onnx))[:10]) == list(np.argsort(-(corpus_vectors @ q_torch))[:10])
+
+
+def test_empty_and_wrong_input(onnx_encoder, embedder):
+    assert onnx_encoder.encode([]).shape == (0, embedder.dim)
+    with pytest.raises(TypeError, match="list of strings"):
+        onnx_encoder.encode("not a list")
+
+
+def test_a_model_that_does_not_mean_pool_is_refused(embedder):
+    from sentence_transformers import SentenceTransformer, models
+
+    from components.index.embed import Embedder
+
+    transformer = models.Transformer(embedder.model_name)
+    cls_pooled = SentenceTransformer(
+        modules=[transformer, models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="cls"),
+                 models.Normalize()],
+        device="cpu",
+    )
+    other = Embedder.__new__(Embedder)
+    other.model_name, other.batch_size, other.device, other._model = "minilm-cls", 8, "cpu", cls_pooled
+    other.dim = embedder.dim
+    with pytest.raises(OnnxEncoderUnavailable, match="does not reproduce 'minilm-cls'"):
+        OnnxEncoder.from_embedder(other, threads=1)
