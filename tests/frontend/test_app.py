@@ -245,7 +245,7 @@ def test_real_queue_full_shows_busy(catalog_file, retriever, monkeypatch):
             chat = ChatSession()
             await chat.start()
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-                body = {"model": MODEL_A, "stream": True, "max_tokens": 400, "temperature": 0.8,
+                body = {"model": MODEL_A, "stream": True, "max_tokens": 400, "temperature": 0.8, "seed": 7,
                         "messages": [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]}
                 async with http.stream("POST", "/openai/v1/chat/completions", json=body) as blocker:
                     lines = blocker.aiter_lines()

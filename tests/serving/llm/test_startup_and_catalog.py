@@ -190,7 +190,9 @@ def test_real_server_reports_not_ready_then_ready(tmp_path, default_entry):
 @pytest.mark.slow
 def test_generation_time_limit_and_queue_wait_limit(lazy_server):
     url = lazy_server.url
-    long_body = {"model": "model-a", "prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0.8}
+    # Greedy counting never reaches an end-of-text token within 3 s; a sampled story sometimes did (seen in CI),
+    # and then the time limit was never exercised.
+    long_body = {"model": "model-a", "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "max_tokens": 2000, "temperature": 0}
 
     async def scenario() -> tuple[httpx.Response, httpx.Response, float]:
         async with httpx.AsyncClient(timeout=60) as client:
