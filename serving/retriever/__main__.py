@@ -39,6 +39,7 @@ _FLAGS = {
     "batch_size": "--batch_size",
     "threads": "--threads",
     "query_encoder": "--query_encoder",
+    "v1_fast_path": "--v1_fast_path",
 }
 
 
@@ -61,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--query_encoder", choices=["auto", "onnx", "torch"],
                         help="Query encoding: ONNX Runtime, sentence-transformers (torch), or auto (ONNX if it "
                         "reproduces the model; default).")
-    # None: not given here, so the environment or the settings default decides.
-    parser.set_defaults(model_name=None, enable_grpc=False)
+    parser.add_argument("--v1_fast_path", help="true (default): plain JSON V1 :predict requests skip FastAPI routing "
+                        "and KServe's dataplane (same answers, ~1 ms less per request); false: KServe serves all.")
+    # None: not given here, so the environment or the settings default decides. Latency logging (KServe's two trace
+    # lines per request) is off unless asked for: the stage histograms on /metrics carry the same figures.
+    parser.set_defaults(model_name=None, enable_grpc=False, enable_latency_logging=False)
     return parser
 
 
@@ -93,12 +97,21 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[var] = str(settings.threads)
     model = RetrieverModel(settings)
     server = kserve.ModelServer(
-        http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc, workers=1
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        enable_grpc=args.enable_grpc,
+        workers=1,
+        enable_latency_logging=args.enable_latency_logging,
     )
     server.register_model(model)
     model.enable_latency_logging = server.enable_latency_logging
     middleware.install(
-        model_server.app, max_body_bytes=settings.max_body_bytes, is_ready=lambda: model.ready, model_name=model.name
+        model_server.app,
+        max_body_bytes=settings.max_body_bytes,
+        is_ready=lambda: model.ready,
+        model_name=model.name,
+        fast_path_model=model if settings.v1_fast_path else None,
+        latency_logging=args.enable_latency_logging,
     )
     model.load_in_background(on_failure=_exit_on_load_failure)
     # The model is registered above and loads in the background, so start() gets no models to check for

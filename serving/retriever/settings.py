@@ -80,6 +80,12 @@ class RetrieverSettings(BaseSettings):
         "for short queries; start-up fails if it cannot), 'torch' runs sentence-transformers, 'auto' uses ONNX when "
         "the export reproduces the model's vectors and torch otherwise.",
     )
+    v1_fast_path: bool = Field(
+        True,
+        description="Serve plain JSON V1 :predict requests from the request guard, without FastAPI routing and "
+        "KServe's dataplane (~1 ms less per request on 2 cores; same answers and errors). False: KServe's stack "
+        "serves every request.",
+    )
 
     @field_validator("index_dir")
     @classmethod
