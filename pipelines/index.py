@@ -126,6 +126,13 @@ class IndexSettings(BaseSettings):
             raise IndexSettingsError("source", f"none of {', '.join(self.source)} exists")
         if self.store == "hopsworks" and not os.environ.get("HOPSWORKS_API_KEY"):
             raise IndexSettingsError("store", "hopsworks needs the API key in the HOPSWORKS_API_KEY variable")
+        if self.layout_models is not None:
+            from components.index.load import LoadError, check_layout_models
+
+            try:
+                check_layout_models(self.layout_models)
+            except LoadError as exc:
+                raise IndexSettingsError("layout_models", str(exc).removeprefix("layout_models").lstrip(": ")) from None
 
 
 class IndexSettingsError(ValueError):

@@ -149,6 +149,35 @@ def discover(sources: Iterable[str | Path]) -> tuple[list[SourceFile], list[Skip
     return list(found.values()), skipped
 
 
+def check_layout_models(artifacts: Path) -> None:
+    """Raise :class:`LoadError` unless docling's standard PDF pipeline can start with the weights in ``artifacts``.
+
+    Checked before any document is read: otherwise docling fails on the first PDF and every PDF is skipped with the
+    same message. Two things are needed: the layout model's folder (docling's naming: the Hub repo id with ``/`` as
+    ``--``), and torchvision, which docling imports while it sets up the pipeline's table-structure stage whether or
+    not tables are detected.
+    """
+    from docling.datamodel.stage_model_specs import OBJECT_DETECTION_LAYOUT_HERON
+
+    if not artifacts.is_dir():
+        raise LoadError(f"layout_models {artifacts} is not a folder")
+    repo_id = OBJECT_DETECTION_LAYOUT_HERON.model_spec.repo_id
+    weights = artifacts / repo_id.replace("/", "--")
+    if not (weights / "config.json").is_file():
+        raise LoadError(
+            f"layout_models {artifacts} holds no layout weights: expected {weights}/ with config.json (download them "
+            f"where the Hub is reachable: docling-tools models download-hf-repo {repo_id} -o {artifacts})"
+        )
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - a torchvision built for another torch fails with RuntimeError
+        raise LoadError(
+            f"layout_models: docling's standard PDF pipeline needs torchvision, which cannot be imported here "
+            f"({type(exc).__name__}: {exc}); install the torchvision built for this torch (PyTorch's package index), "
+            "or leave layout_models empty for the native PDF pipeline"
+        ) from None
+
+
 def build_converter(settings: LoadSettings):
     """A docling ``DocumentConverter`` for every supported format, offline."""
     from docling.datamodel.base_models import InputFormat
@@ -159,8 +188,7 @@ def build_converter(settings: LoadSettings):
         from docling.datamodel.pipeline_options import PdfPipelineOptions
 
         artifacts = Path(settings.layout_models).expanduser()
-        if not artifacts.is_dir():
-            raise LoadError(f"layout_models {artifacts} is not a folder")
+        check_layout_models(artifacts)
         options = PdfPipelineOptions(
             artifacts_path=str(artifacts), do_ocr=False, document_timeout=settings.document_timeout_s
         )

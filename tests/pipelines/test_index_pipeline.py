@@ -158,6 +158,20 @@ def test_bad_flags_give_one_line_naming_the_flag(args, message, monkeypatch, cap
     assert len(err.strip().splitlines()) == 1
 
 
+def test_layout_models_without_weights_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    from pipelines.cli import main
+
+    monkeypatch.chdir(REPO_ROOT)
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    assert main(["index", "--source", "data/sample_corpus", "--out", str(tmp_path / "idx"),
+                 "--layout-models", str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ragtune index: error: --layout-models: "), err
+    assert "docling-project--docling-layout-heron" in err and "docling-tools models download-hf-repo" in err
+    assert not (tmp_path / "idx").exists()
+
+
 def test_the_installed_command_reports_a_bad_flag_without_a_traceback(tmp_path):
     result = _ragtune("index", "--source", str(tmp_path / "absent"), "--out", str(tmp_path / "idx"), timeout=120)
     assert result.returncode == 2
