@@ -16,7 +16,7 @@ from chainlit.input_widget import Select, Slider
 
 from frontend import health
 from frontend.clients import ContextTooLong, LLMClient, ModelInfo, RetrieverClient, ServiceError
-from frontend.events import MESSAGES, TTFT, log_event
+from frontend.events import EMPTY_RETRIES, MESSAGES, TTFT, log_event
 from frontend.rag import Passage, PromptError, PromptTemplate, PromptTooLongError, Turn, build_prompt
 from frontend.settings import SettingsError, get_settings
 
@@ -250,41 +250,54 @@ async def _answer(text: str, started: float) -> str:
     llm: LLMClient = _state("llm")
     gen = TEMPLATE.generation
     first_token_at: float | None = None
-    failure: ServiceError | None = None
-    for attempt in range(2):
-        try:
-            async for token in llm.stream_chat(
-                model=model,
-                messages=built.messages,
-                max_tokens=built.max_tokens,
-                temperature=_state("temperature"),
-                top_p=gen.top_p,
-                stop=gen.stop,
-                on_busy=on_busy,
-            ):
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                    TTFT.observe(first_token_at - started)
-                    if status is not None:
-                        await status.remove()
-                        status = None
-                await answer.stream_token(token)
-            failure = None
-            break
-        except ContextTooLong as err:
-            # The server's tokenizer counted more than the estimate: shrink by what it reported, once.
-            failure = err
-            if attempt == 1:
-                break
-            smaller = window - 2 * (err.overflow or window // 4) - TEMPLATE.budget.safety_tokens
-            log_event("prompt_rebuilt", model=model, window=window, overflow=err.overflow, budget=smaller)
+
+    async def generate(temperature: float) -> ServiceError | None:
+        """Stream one answer into ``answer``; the error that ended it, or None."""
+        nonlocal built, first_token_at, status
+        failure: ServiceError | None = None
+        for attempt in range(2):
             try:
-                built = build_prompt(TEMPLATE, question, passages, history, window=smaller, model=model)
-            except PromptTooLongError:
-                break
-        except ServiceError as err:
-            failure = err
-            break
+                async for token in llm.stream_chat(
+                    model=model,
+                    messages=built.messages,
+                    max_tokens=built.max_tokens,
+                    temperature=temperature,
+                    top_p=gen.top_p,
+                    stop=gen.stop,
+                    on_busy=on_busy,
+                ):
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter()
+                        TTFT.observe(first_token_at - started)
+                        if status is not None:
+                            await status.remove()
+                            status = None
+                    await answer.stream_token(token)
+                return None
+            except ContextTooLong as err:
+                # The server's tokenizer counted more than the estimate: shrink by what it reported, once.
+                failure = err
+                if attempt == 1:
+                    break
+                smaller = window - 2 * (err.overflow or window // 4) - TEMPLATE.budget.safety_tokens
+                log_event("prompt_rebuilt", model=model, window=window, overflow=err.overflow, budget=smaller)
+                try:
+                    built = build_prompt(TEMPLATE, question, passages, history, window=smaller, model=model)
+                except PromptTooLongError:
+                    break
+            except ServiceError as err:
+                return err
+        return failure
+
+    temperature: float = _state("temperature")
+    failure = await generate(temperature)
+    if failure is None and not answer.content.strip() and temperature > 0:
+        # A small model sampling at temperature > 0 sometimes draws a stop sequence first and says nothing; the
+        # greedy continuation of the same prompt is the model's most likely answer, so ask once more for that.
+        log_event("empty_answer_retry", model=model, temperature=temperature)
+        EMPTY_RETRIES.inc()
+        answer.content = ""
+        failure = await generate(0.0)
     if status is not None:
         await status.remove()
 

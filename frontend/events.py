@@ -16,6 +16,9 @@ UPSTREAM_ERRORS = Counter(
     "ragtune_chat_upstream_errors_total", "Failed calls to a predictor, by service and kind.", ["service", "kind"]
 )
 BUSY_RETRIES = Counter("ragtune_chat_busy_retries_total", "Retries after the LLM predictor answered 429.")
+EMPTY_RETRIES = Counter(
+    "ragtune_chat_empty_answer_retries_total", "Greedy retries after the model sampled an empty answer."
+)
 TTFT = Histogram(
     "ragtune_chat_time_to_first_token_seconds",
     "From receiving a message to streaming the first answer token.",

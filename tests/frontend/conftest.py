@@ -6,13 +6,15 @@
   catalog holds the packaged SmolLM2 GGUF under two names, so switching models is real without a second download.
 - ``chat``: Chainlit has no test client, so, like Chainlit's own ``backend/tests/conftest.py``, the handlers run
   inside a ``ChainlitContext`` built on a mocked websocket session; the emitter records what would go to the browser.
-- ``standin``: a tiny local HTTP server in front of the real LLM that answers 429 or 503 on demand, then forwards.
-  It is a stand-in only at that boundary (making a real server busy on cue), and the tests that use it say so.
+- ``standin``: a tiny local HTTP server in front of the real LLM that answers 429 or 503 on demand, or an empty
+  streamed answer (what the real model returns when it samples a stop sequence first), then forwards. It is a
+  stand-in only at that boundary (making a real server busy or silent on cue), and the tests that use it say so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -336,7 +338,9 @@ class StandIn:
     always_busy: bool = False
     status: int = 429
     delay_s: float = 0.0
+    empty: int = 0
     chat_requests: int = 0
+    chat_bodies: list[dict[str, Any]] = field(default_factory=list)
     _server: Any = None
     _thread: threading.Thread | None = None
 
@@ -354,6 +358,11 @@ class StandIn:
         async def forward(request: Request) -> Response:
             if request.url.path.endswith("/chat/completions"):
                 self.chat_requests += 1
+                self.chat_bodies.append(json.loads(await request.body()))
+                if self.empty > 0:
+                    self.empty -= 1
+                    return StreamingResponse(_empty_answer_stream(self.chat_bodies[-1].get("model", "")),
+                                             media_type="text/event-stream")
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 if self.always_busy or self.busy > 0:
@@ -402,6 +411,15 @@ class StandIn:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+async def _empty_answer_stream(model: str) -> AsyncIterator[bytes]:
+    """The chunks of an OpenAI chat stream whose answer is empty: a role chunk, a stop, [DONE]."""
+    base = {"id": "chatcmpl-empty", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    for choice in ({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None},
+                   {"index": 0, "delta": {}, "finish_reason": "stop"}):
+        yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode()
+    yield b"data: [DONE]\n\n"
 
 
 @pytest.fixture

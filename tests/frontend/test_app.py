@@ -181,6 +181,28 @@ def test_llm_busy_retries_then_answers(chat_app, monkeypatch, standin):
     assert standin.chat_requests == 3
 
 
+def test_empty_sampled_answer_is_retried_greedily(chat_app, monkeypatch, standin):
+    """Stand-in at the LLM boundary: the first answer comes back empty (as the real 135M model's sometimes does at
+    temperature 0.7); the chat asks once more at temperature 0 and the real LLM's answer is shown."""
+    standin.empty = 1
+    monkeypatch.setattr(chat_app, "SETTINGS", chat_app.SETTINGS.model_copy(update={"llm_url": standin.url}))
+
+    async def scenario():
+        chat = ChatSession()
+        await chat.start()
+        await chat.set_state("temperature", 0.7)
+        return await chat.send(QUESTION)
+
+    reply = run(scenario())
+    assert standin.chat_requests == 2
+    assert [b["temperature"] for b in standin.chat_bodies] == [0.7, 0.0]
+    assert standin.chat_bodies[0]["messages"] == standin.chat_bodies[1]["messages"]
+    assert not reply.errors and len(reply.streamed) == 1
+    streamed_text = (reply.streamed[0]["output"] + "".join(reply.tokens)).strip()
+    answer = reply.messages[-1]["output"]
+    assert streamed_text and answer.startswith(streamed_text) and "empty answer" not in answer
+
+
 def test_llm_busy_gives_up_after_bounded_retries(chat_app, monkeypatch, standin):
     """Stand-in at the LLM boundary: always 429. The chat retries busy_retries times, then says it is busy."""
     standin.always_busy = True
