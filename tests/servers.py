@@ -13,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +83,17 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             return self.proc.wait(timeout=5)
+
+
+@contextmanager
+def running_module(module: str, *args: str, ready: str, timeout: float = 180.0) -> Iterator[ServerProcess]:
+    """``python -m module --http_port PORT args...`` on a free port, ready at ``ready``; stopped on exit."""
+    port = free_port()
+    server = ServerProcess(python_module(module, "--http_port", str(port), *args), port=port).start()
+    try:
+        yield server.wait_ready(ready, timeout=timeout)
+    finally:
+        server.stop()
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -31,7 +31,7 @@ from unittest.mock import AsyncMock, Mock
 import httpx
 import pytest
 
-from tests.servers import REPO_ROOT, ServerProcess, free_port, python_module
+from tests.servers import REPO_ROOT, ServerProcess, free_port, python_module, running_module
 
 FRONTEND_DIR = REPO_ROOT / "frontend"
 # Chainlit reads (and would otherwise create) .chainlit/ and .files/ in its app root when first imported.
@@ -128,16 +128,9 @@ def retriever(sample_index) -> ServerProcess:
     if os.environ.get("RAGTUNE_TEST_CHAT_RETRIEVER_URL"):
         yield RunningServer(os.environ["RAGTUNE_TEST_CHAT_RETRIEVER_URL"])
         return
-    port = free_port()
-    server = ServerProcess(
-        python_module("serving.retriever", "--index", str(sample_index), "--http_port", str(port), "--threads", "2"),
-        port=port,
-    ).start()
-    try:
-        server.wait_ready("/v2/health/ready", timeout=180)
+    with running_module("serving.retriever", "--index", str(sample_index), "--threads", "2",
+                        ready="/v2/health/ready") as server:
         yield server
-    finally:
-        server.stop()
 
 
 # -- the Chainlit test context ----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import re
 import httpx
 import pytest
 
-from tests.servers import ServerProcess, free_port, python_module
+from tests.servers import running_module
 
 pytestmark = pytest.mark.slow
 
@@ -42,17 +42,9 @@ CASES = [
 @pytest.fixture(scope="module")
 def plain_retriever(sample_index):
     """The retriever with the fast path off: KServe's stack serves every request."""
-    port = free_port()
-    server = ServerProcess(
-        python_module("serving.retriever", "--index", str(sample_index), "--http_port", str(port), "--threads", "1",
-                      "--v1_fast_path", "false"),
-        port=port,
-    ).start()
-    try:
-        server.wait_ready("/v2/models/retriever/ready", timeout=180)
+    with running_module("serving.retriever", "--index", str(sample_index), "--threads", "1", "--v1_fast_path", "false",
+                        ready="/v2/models/retriever/ready") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _counter(client: httpx.Client) -> float:
