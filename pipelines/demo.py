@@ -240,7 +240,7 @@ ragtune is up. Logs: {s.home / 'logs'}
 
 Try:
   curl -s {base}:{s.retriever_port}/v1/models/retriever:predict \\
-       -d '{{"instances": [{{"query": "What is a feature store?", "top_k": 3}}]}}'
+       -d '{{"instances": [{{"query": "How do I create a virtual environment?", "top_k": 3}}]}}'
   curl -s {base}:{s.llm_port}/openai/v1/models
 
 Ctrl-C stops everything.""", flush=True)
