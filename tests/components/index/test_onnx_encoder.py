@@ -65,3 +65,24 @@ def test_a_model_that_does_not_mean_pool_is_refused(embedder):
     other.dim = embedder.dim
     with pytest.raises(OnnxEncoderUnavailable, match="does not reproduce 'minilm-cls'"):
         OnnxEncoder.from_embedder(other, threads=1)
+
+
+def test_attention_is_fused_and_the_loaded_model_keeps_its_attention(embedder, caplog):
+    import logging
+
+    config = embedder._model[0].auto_model.config
+    before = config._attn_implementation
+    with caplog.at_level(logging.INFO, logger="components.index.onnx_encoder"):
+        OnnxEncoder.from_embedder(embedder, threads=1)
+    fused = [r.getMessage() for r in caplog.records if "event=onnx_encoder_fused" in r.getMessage()]
+    assert fused and "Attention:6" in fused[0] and "SkipLayerNormalization:12" in fused[0], fused
+    assert config._attn_implementation == before  # exported eagerly, then put back for the torch path
+
+
+def test_a_graph_the_optimizer_cannot_read_is_kept_as_it_is():
+    from types import SimpleNamespace
+
+    from components.index.onnx_encoder import _fused
+
+    assert _fused(b"not an onnx graph", SimpleNamespace(num_attention_heads=12, hidden_size=384)) == b"not an onnx graph"
+    assert _fused(b"graph", SimpleNamespace()) == b"graph"
