@@ -1,7 +1,7 @@
 """Retrieval latency: the retriever predictor over HTTP vs in-process encode+search, at 1k and 100k chunks.
 
-Baseline (named in issue 2): in-process query encoding (the predictor's encoder: ``OnnxEncoder``, or ``Embedder`` with
-``--query_encoder torch``) + ``LoadedIndex.search(vector, k)`` with the same modules, the same index, the same queries
+Baseline (named in issue 2): in-process query encoding (the predictor's encoder: ``OnnxEncoder``, its int8 variant
+with ``--query_encoder onnx-int8``, or ``Embedder`` with ``--query_encoder torch``) + ``LoadedIndex.search(vector, k)`` with the same modules, the same index, the same queries
 and the same thread count. Measured side by side in one run, the
 sides alternating query by query. HTTP is timed with two clients on kept-alive connections, httpx and the standard
 library's http.client; httpx spends ~0.6 ms of its own CPU per request on a 2-core machine. Targets: HTTP p50 <= 1.3 x in-process p50, and HTTP p50 <= 30 ms at 100k chunks
@@ -184,13 +184,14 @@ def qa_questions(count: int) -> list[str]:
     return [questions[i % len(questions)] for i in range(count)]
 
 
-def encode_times(embedder, onnx_encoder, queries: list[str]) -> dict[str, float]:
-    """p50 ms of encoding each query alone with sentence-transformers (torch) and with the ONNX encoder."""
-    times: dict[str, list[float]] = {"torch": [], "onnx": []}
+def encode_times(encoders: dict[str, Any], queries: list[str]) -> dict[str, float]:
+    """p50 ms of encoding each query alone with each encoder (sentence-transformers as torch, the ONNX encoders)."""
+    times: dict[str, list[float]] = {name: [] for name in encoders}
     for q in queries[:5]:
-        embedder.encode([q]), onnx_encoder.encode([q])
+        for enc in encoders.values():
+            enc.encode([q])
     for q in queries:
-        for name, enc in (("torch", embedder), ("onnx", onnx_encoder)):
+        for name, enc in encoders.items():
             t = time.perf_counter()
             enc.encode([q])
             times[name].append(time.perf_counter() - t)
@@ -226,8 +227,9 @@ def main() -> int:
     parser.add_argument("--query_sets", default="qa,sharegpt",
                         help="qa: the project's 33 QA-set questions (short, as users ask), cycled to --queries; "
                         "sharegpt: ShareGPT turns cut to 200 characters (long queries)")
-    parser.add_argument("--query_encoder", choices=["onnx", "torch"], default="onnx",
-                        help="query encoding on both sides (the predictor's default, auto, picks onnx here)")
+    parser.add_argument("--query_encoder", choices=["onnx", "onnx-int8", "torch"], default="onnx",
+                        help="query encoding on both sides (the predictor's default, auto, picks onnx here; "
+                        "onnx-int8: the same export with int8 weights)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -245,9 +247,13 @@ def main() -> int:
     query_sets = {name: available[name] for name in args.query_sets.split(",")}
     print(f"encoding {len(corpus_texts)} real texts for the corpora ...", flush=True)
     real_vectors = embedder.encode(corpus_texts, progress=True)
-    encoder = embedder if args.query_encoder == "torch" else OnnxEncoder.from_embedder(embedder, args.threads)
     onnx_encoder = OnnxEncoder.from_embedder(embedder, args.threads)
-    encode_ms = {name: encode_times(embedder, onnx_encoder, queries) for name, queries in query_sets.items()}
+    encoder = {"torch": embedder, "onnx": onnx_encoder}.get(args.query_encoder) or OnnxEncoder.from_embedder(
+        embedder, args.threads, int8=True)
+    encoders = {"torch": embedder, "onnx": onnx_encoder}
+    if args.query_encoder == "onnx-int8":
+        encoders["onnx-int8"] = encoder
+    encode_ms = {name: encode_times(encoders, queries) for name, queries in query_sets.items()}
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-retriever-") as tmp:
@@ -287,8 +293,8 @@ def main() -> int:
               f"vs in-process sentence-transformers + FAISS {r['local_st_p50']:.2f} ms: "
               f"{r['http_p50'] / r['local_st_p50']:.2f}x (httpx)")
     for name, ms in encode_ms.items():
-        print(f"in-process query encoding p50, {name} queries (alternating): torch {ms['torch']:.2f} ms, "
-              f"onnx {ms['onnx']:.2f} ms -> {ms['torch'] / ms['onnx']:.2f}x")
+        others = ", ".join(f"{enc} {ms[enc]:.2f} ms ({ms['torch'] / ms[enc]:.2f}x)" for enc in ms if enc != "torch")
+        print(f"in-process query encoding p50, {name} queries (alternating): torch {ms['torch']:.2f} ms, {others}")
     for (name, client), ok in verdicts.items():
         print(f"targets ({name} queries, {client}): p50 ratio <= {TARGET_RATIO}x; HTTP p50 <= "
               f"{TARGET_P50_MS_100K:.0f} ms at 100k -> {'met' if ok else 'NOT met'}")

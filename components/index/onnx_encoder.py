@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,8 @@ PROBE_TEXTS = (
 )
 #: smallest cosine similarity to the embedder's vector that counts as the same vector
 MIN_PROBE_COSINE = 0.9999
+#: the same for the int8 encoder, whose weights are rounded to 8 bits (all-MiniLM-L6-v2 gives ~0.993 on the probes)
+MIN_PROBE_COSINE_INT8 = 0.98
 
 
 class OnnxEncoderUnavailable(RuntimeError):
@@ -41,10 +45,13 @@ class OnnxEncoderUnavailable(RuntimeError):
 class OnnxEncoder:
     """``encode(texts)`` like :meth:`Embedder.encode`: unit-length float32 rows, the same vectors to ~1e-6.
 
-    Build with :meth:`from_embedder`.
+    Build with :meth:`from_embedder`. With ``int8=True`` the weights are quantized to 8 bits (dynamic quantization,
+    per output channel): ~35 % faster per query on AVX2 at a cosine of ~0.99 to the embedder's vectors.
     """
 
-    def __init__(self, session: Any, tokenizer: Any, max_seq_length: int, dim: int, model_name: str) -> None:
+    def __init__(self, session: Any, tokenizer: Any, max_seq_length: int, dim: int, model_name: str,
+                 int8: bool = False) -> None:
+        self.int8 = int8
         self._session = session
         self._tokenizer = tokenizer
         self._inputs = [i.name for i in session.get_inputs()]
@@ -53,11 +60,14 @@ class OnnxEncoder:
         self.model_name = model_name
 
     @classmethod
-    def from_embedder(cls, embedder: Embedder, threads: int) -> OnnxEncoder:
+    def from_embedder(cls, embedder: Embedder, threads: int, *, int8: bool = False) -> OnnxEncoder:
         """Export ``embedder``'s transformer with mean pooling and normalization, and check it on probe texts.
 
-        Raises :class:`OnnxEncoderUnavailable` when onnxruntime/onnx are missing, the export fails, or the
-        exported model does not reproduce the embedder's vectors.
+        ``int8`` quantizes the exported weights to 8 bits; the probe check then accepts a cosine of
+        :data:`MIN_PROBE_COSINE_INT8` instead of :data:`MIN_PROBE_COSINE`.
+
+        Raises :class:`OnnxEncoderUnavailable` when onnxruntime/onnx are missing, the export or the quantization
+        fails, or the exported model does not reproduce the embedder's vectors.
         """
         try:
             import onnxruntime as ort
@@ -93,6 +103,8 @@ class OnnxEncoder:
             if attention is not None:
                 transformer.config._attn_implementation = attention
         model_bytes = _fused(graph.getvalue(), transformer.config)
+        if int8:
+            model_bytes = _quantized(model_bytes)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -102,19 +114,19 @@ class OnnxEncoder:
         # the FAISS search right after (and every other thread in the process) needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        encoder = cls(session, tokenizer, embedder.max_seq_length, embedder.dim, embedder.model_name)
+        encoder = cls(session, tokenizer, embedder.max_seq_length, embedder.dim, embedder.model_name, int8=int8)
         expected = embedder.encode(list(PROBE_TEXTS))
         got = encoder.encode(list(PROBE_TEXTS))
         if got.shape != expected.shape:
             raise OnnxEncoderUnavailable(f"exported model gives shape {got.shape}, the embedder {expected.shape}")
         cosine = float(np.min(np.sum(got * expected, axis=1)))
-        if cosine < MIN_PROBE_COSINE:
+        if cosine < (MIN_PROBE_COSINE_INT8 if int8 else MIN_PROBE_COSINE):
             raise OnnxEncoderUnavailable(
                 f"exported model does not reproduce {embedder.model_name!r} (cosine {cosine:.5f}); its pipeline is "
                 "probably not transformer -> mean pooling -> normalize"
             )
-        log.info("event=onnx_encoder_ready model=%s threads=%d probe_cosine=%.7f", embedder.model_name, threads,
-                 cosine)
+        log.info("event=onnx_encoder_ready model=%s threads=%d weights=%s probe_cosine=%.7f", embedder.model_name,
+                 threads, "int8" if int8 else "float32", cosine)
         return encoder
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -158,6 +170,49 @@ def _fused(model_bytes: bytes, config: Any) -> bytes:
     except Exception as exc:  # noqa: BLE001 - any optimizer failure leaves the plain graph, which works
         log.warning("event=onnx_encoder_not_fused reason=%s", f"{type(exc).__name__}: {exc}")
         return model_bytes
+
+
+def _quantized(model_bytes: bytes) -> bytes:
+    """``model_bytes`` with its MatMul and Attention weights quantized to int8, per output channel.
+
+    Activations are quantized per call from their own range (dynamic quantization), so no calibration data is needed.
+    Per-channel scales keep the vectors at a cosine of ~0.993 to float32 for all-MiniLM-L6-v2 (one scale per tensor
+    gives ~0.975).
+    """
+    try:
+        import onnx
+        from onnx.helper import make_opsetid
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise OnnxEncoderUnavailable(f"int8 quantization needs onnxruntime's quantization tools ({exc})") from None
+    model = onnx.load_from_string(model_bytes)
+    # The fused graph uses ONNX Runtime's contrib ops (Attention, SkipLayerNormalization) without declaring their
+    # domain: ONNX Runtime does not mind, the quantizer's shape inference does.
+    if not any(entry.domain == "com.microsoft" for entry in model.opset_import):
+        model.opset_import.append(make_opsetid("com.microsoft", 1))
+    root = logging.getLogger()
+    advice = _DropRecords("pre-processing before quantization")  # a notebook tip logged on the root logger
+    root.addFilter(advice)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ragtune-int8-") as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            target = Path(tmp) / "encoder-int8.onnx"
+            quantize_dynamic(model, target, weight_type=QuantType.QInt8, per_channel=True,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            return target.read_bytes()
+    except Exception as exc:  # noqa: BLE001 - the quantizer raises many types; each means "no int8 encoder"
+        raise OnnxEncoderUnavailable(f"int8 quantization failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        root.removeFilter(advice)
+
+
+class _DropRecords(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def _mean_pooled(transformer: Any, names: list[str]) -> Any:

@@ -109,6 +109,7 @@ class RetrieverModel(Model):
             dim=index.dim,
             embedding_model=embedder.model_name,
             query_encoder=type(encoder).__name__,
+            query_weights="int8" if getattr(encoder, "int8", False) else "float32",
             threads=self.settings.threads,
             load_s=round(time.perf_counter() - start, 3),
         )
@@ -184,17 +185,18 @@ class RetrieverModel(Model):
         return [list(found[: q.top_k]) for q, found in zip(queries, hits)]
 
     def _query_encoder_for(self, embedder: Any) -> Any:
-        """The ONNX Runtime encoder (``query_encoder`` onnx/auto) or the embedder itself (torch, or auto's fallback)."""
+        """The ONNX Runtime encoder (``query_encoder`` onnx/onnx-int8/auto) or the embedder itself (torch, or auto's
+        fallback)."""
         mode = self.settings.query_encoder
         if mode == "torch":
             return embedder
         from components.index.onnx_encoder import OnnxEncoder, OnnxEncoderUnavailable
 
         try:
-            return OnnxEncoder.from_embedder(embedder, threads=self.settings.threads)
+            return OnnxEncoder.from_embedder(embedder, threads=self.settings.threads, int8=mode == "onnx-int8")
         except OnnxEncoderUnavailable as exc:
-            if mode == "onnx":
-                raise IndexLoadFailed(f"--query_encoder onnx: {exc}") from exc
+            if mode != "auto":
+                raise IndexLoadFailed(f"--query_encoder {mode}: {exc}") from exc
             log_event("query_encoder_fallback", model_name=self.name, encoder="torch", reason=str(exc))
             return embedder
 

@@ -86,3 +86,37 @@ def test_a_graph_the_optimizer_cannot_read_is_kept_as_it_is():
 
     assert _fused(b"not an onnx graph", SimpleNamespace(num_attention_heads=12, hidden_size=384)) == b"not an onnx graph"
     assert _fused(b"graph", SimpleNamespace()) == b"graph"
+
+
+@pytest.fixture(scope="module")
+def int8_encoder(embedder) -> OnnxEncoder:
+    return OnnxEncoder.from_embedder(embedder, threads=1, int8=True)
+
+
+def test_int8_vectors_are_close_to_the_embedder_but_not_the_same(int8_encoder, embedder):
+    expected = embedder.encode(TEXTS)
+    got = int8_encoder.encode(TEXTS)
+    assert int8_encoder.int8 and got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cosines = np.sum(got * expected, axis=1)
+    assert cosines.min() >= 0.98, cosines
+    assert np.abs(got - expected).max() > 1e-3  # the weights really are rounded: float32 export agrees to ~1e-6
+
+
+def test_int8_encoder_keeps_recall_and_mostly_the_same_neighbours(int8_encoder, embedder, corpus_index_dir):
+    from components.index.qa import load_qa, recall_at_k
+    from components.index.search import load_index
+    from tests.components.index.conftest import QA_SET
+
+    index, items = load_index(corpus_index_dir), load_qa(QA_SET)
+    exact = recall_at_k(index, embedder, items, k=5)
+    int8 = recall_at_k(index, int8_encoder, items, k=5)
+    assert int8.recall >= 0.8, f"recall@5 = {int8.recall:.3f}; missed: {int8.misses}"
+    assert int8.recall >= exact.recall - 1 / len(items)  # at most one question lost to rounding
+    questions = [i.question for i in items]
+    overlap = [
+        len({h.chunk_id for h in a} & {h.chunk_id for h in b}) / 10
+        for a, b in zip(index.search(int8_encoder.encode(questions), 10), index.search(embedder.encode(questions), 10))
+    ]
+    assert np.mean(overlap) >= 0.9, overlap
+

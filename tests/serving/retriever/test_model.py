@@ -47,3 +47,12 @@ def test_query_encoder_setting_picks_the_encoder_and_results_agree(sample_index,
     hits = model.search([Query("approximate nearest neighbour graph", 3)])[0]
     expected = model.index.search(model.embedder.encode(["approximate nearest neighbour graph"]), 3)[0]
     assert [h.chunk_id for h in hits] == [h.chunk_id for h in expected]
+
+
+def test_int8_query_encoder_setting_loads_the_quantized_export(sample_index):
+    pytest.importorskip("onnxruntime")
+    model = RetrieverModel(load_settings(index_dir=str(sample_index), threads=1, query_encoder="onnx-int8"))
+    assert model.load() is True
+    assert type(model.encoder).__name__ == "OnnxEncoder" and model.encoder.int8 is True
+    top = model.search([Query("approximate nearest neighbour graph", 1)])[0]
+    assert top[0].chunk_id == model.index.search(model.embedder.encode(["approximate nearest neighbour graph"]), 1)[0][0].chunk_id
