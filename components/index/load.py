@@ -149,33 +149,16 @@ def discover(sources: Iterable[str | Path]) -> tuple[list[SourceFile], list[Skip
     return list(found.values()), skipped
 
 
-def check_layout_models(artifacts: Path) -> None:
-    """Raise :class:`LoadError` unless docling's standard PDF pipeline can start with the weights in ``artifacts``.
+def check_layout_models(artifacts: Path) -> bool:
+    """Raise :class:`LoadError` unless docling's standard PDF pipeline can start with the weights in ``artifacts``;
+    return whether TableFormer's weights are there too (tables on). See :mod:`components.index.standard_pdf`."""
+    from components.index.standard_pdf import LayoutModelsError
+    from components.index.standard_pdf import check_layout_models as check
 
-    Checked before any document is read: otherwise docling fails on the first PDF and every PDF is skipped with the
-    same message. Two things are needed: the layout model's folder (docling's naming: the Hub repo id with ``/`` as
-    ``--``), and torchvision, which docling imports while it sets up the pipeline's table-structure stage whether or
-    not tables are detected.
-    """
-    from docling.datamodel.stage_model_specs import OBJECT_DETECTION_LAYOUT_HERON
-
-    if not artifacts.is_dir():
-        raise LoadError(f"layout_models {artifacts} is not a folder")
-    repo_id = OBJECT_DETECTION_LAYOUT_HERON.model_spec.repo_id
-    weights = artifacts / repo_id.replace("/", "--")
-    if not (weights / "config.json").is_file():
-        raise LoadError(
-            f"layout_models {artifacts} holds no layout weights: expected {weights}/ with config.json (download them "
-            f"where the Hub is reachable: docling-tools models download-hf-repo {repo_id} -o {artifacts})"
-        )
     try:
-        import torchvision  # noqa: F401
-    except Exception as exc:  # noqa: BLE001 - a torchvision built for another torch fails with RuntimeError
-        raise LoadError(
-            f"layout_models: docling's standard PDF pipeline needs torchvision, which cannot be imported here "
-            f"({type(exc).__name__}: {exc}); install the torchvision built for this torch (PyTorch's package index), "
-            "or leave layout_models empty for the native PDF pipeline"
-        ) from None
+        return check(artifacts)
+    except LayoutModelsError as exc:
+        raise LoadError(f"layout_models {exc}") from None
 
 
 def build_converter(settings: LoadSettings):
@@ -185,13 +168,11 @@ def build_converter(settings: LoadSettings):
 
     formats = [InputFormat.PDF, InputFormat.MD, InputFormat.HTML, InputFormat.DOCX]
     if settings.layout_models:
-        from docling.datamodel.pipeline_options import PdfPipelineOptions
+        from components.index.standard_pdf import standard_pdf_options
 
         artifacts = Path(settings.layout_models).expanduser()
-        check_layout_models(artifacts)
-        options = PdfPipelineOptions(
-            artifacts_path=str(artifacts), do_ocr=False, document_timeout=settings.document_timeout_s
-        )
+        tables = check_layout_models(artifacts)
+        options = standard_pdf_options(artifacts, tables=tables, document_timeout_s=settings.document_timeout_s)
         pdf_option = PdfFormatOption(pipeline_options=options)
     else:
         from docling.datamodel.pipeline_options import NativePdfPipelineOptions
