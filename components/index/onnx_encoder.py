@@ -54,6 +54,7 @@ class OnnxEncoder:
         self.int8 = int8
         self._session = session
         self._tokenizer = tokenizer
+        self._fast = _rust_tokenizer(tokenizer, max_seq_length)
         self._inputs = [i.name for i in session.get_inputs()]
         self.max_seq_length = max_seq_length
         self.dim = dim
@@ -135,11 +136,37 @@ class OnnxEncoder:
             raise TypeError("encode() takes a list of strings, not a single string")
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        batch = self._tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_seq_length,
-                                return_tensors="np")
-        feeds = {name: np.asarray(batch[name], dtype=np.int64) for name in self._inputs}
+        if self._fast is not None:
+            encodings = self._fast.encode_batch(list(texts))
+            columns = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+            feeds = {name: np.array([getattr(e, columns[name]) for e in encodings], dtype=np.int64)
+                     for name in self._inputs}
+        else:
+            batch = self._tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_seq_length,
+                                    return_tensors="np")
+            feeds = {name: np.asarray(batch[name], dtype=np.int64) for name in self._inputs}
         (vectors,) = self._session.run(None, feeds)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _rust_tokenizer(tokenizer: Any, max_seq_length: int) -> Any:
+    """The tokenizer's Rust ``tokenizers.Tokenizer``, set to truncate and pad as the transformers call does, or None.
+
+    transformers' ``__call__`` wraps the same Rust tokenizer in ~0.1 ms of Python per query, a tenth of the
+    predictor's overhead around the model at 1k chunks. The input names this returns ids for are the ONNX graph's
+    (``input_ids``, ``attention_mask``, ``token_type_ids``); the probe check in :meth:`OnnxEncoder.from_embedder` and
+    the tests compare the resulting vectors with the embedder's.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or tokenizer.pad_token is None or getattr(tokenizer, "padding_side", "right") != "right":
+        return None
+    from tokenizers import Tokenizer
+
+    fast = Tokenizer.from_str(backend.to_str())  # a copy: the embedder's tokenizer keeps its own settings
+    fast.enable_truncation(max_length=max_seq_length)
+    fast.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token,
+                        pad_type_id=getattr(tokenizer, "pad_token_type_id", 0))
+    return fast
 
 
 def _fused(model_bytes: bytes, config: Any) -> bytes:

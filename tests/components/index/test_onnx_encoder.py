@@ -120,3 +120,14 @@ def test_int8_encoder_keeps_recall_and_mostly_the_same_neighbours(int8_encoder, 
     ]
     assert np.mean(overlap) >= 0.9, overlap
 
+
+
+def test_rust_tokenizer_gives_the_transformers_ids_padded_and_truncated(onnx_encoder, embedder):
+    tokenizer = embedder.tokenizer
+    expected = tokenizer(TEXTS, padding=True, truncation=True, max_length=embedder.max_seq_length, return_tensors="np")
+    assert onnx_encoder._fast is not None
+    encodings = onnx_encoder._fast.encode_batch(TEXTS)
+    assert np.array([e.ids for e in encodings]).shape == expected["input_ids"].shape == (len(TEXTS), 256)
+    np.testing.assert_array_equal(np.array([e.ids for e in encodings]), expected["input_ids"])
+    np.testing.assert_array_equal(np.array([e.attention_mask for e in encodings]), expected["attention_mask"])
+    np.testing.assert_array_equal(np.array([e.type_ids for e in encodings]), expected["token_type_ids"])
