@@ -77,8 +77,8 @@ class RetrieverSettings(BaseSettings):
     query_encoder: Literal["auto", "onnx", "onnx-int8", "torch"] = Field(
         "auto",
         description="How queries are encoded: 'onnx' runs the embedding model exported to ONNX Runtime (2-3x faster "
-        "for short queries; start-up fails if it cannot), 'onnx-int8' the same export with int8 weights (~35 % "
-        "faster again; vectors at a cosine of ~0.99 to the model's, so rankings can differ slightly), 'torch' runs "
+        "for short queries; start-up fails if it cannot), 'onnx-int8' the same export with int8 weights (~40 % "
+        "less encode time; vectors at a cosine of ~0.99 to the model's, so rankings can differ slightly), 'torch' runs "
         "sentence-transformers, 'auto' uses ONNX when the export reproduces the model's vectors and torch otherwise.",
     )
     v1_fast_path: bool = Field(
