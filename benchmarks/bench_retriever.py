@@ -108,7 +108,7 @@ def measure(index_dir: Path, query_sets: dict[str, list[str]], threads: int, enc
 
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(1)  # one query per search, as the predictor does (serving/retriever/model.py)
-    index = load_index(index_dir)
+    index = load_index(index_dir, threads=threads)  # the same search the predictor runs
     port = free_port()
     server = ServerProcess(
         python_module("serving.retriever", "--index", str(index_dir), "--http_port", str(port),

@@ -75,7 +75,7 @@ class RetrieverModel(Model):
         faiss.omp_set_num_threads(self.settings.threads)
         log_event("index_loading", index_dir=str(self.settings.index_dir), model_name=self.name)
         try:
-            index = load_index(self.settings.index_dir)
+            index = load_index(self.settings.index_dir, threads=self.settings.threads)
         except IndexLoadError as exc:
             raise IndexLoadFailed(f"cannot load the index in {self.settings.index_dir}: {exc}") from exc
 
@@ -111,6 +111,7 @@ class RetrieverModel(Model):
             query_encoder=type(encoder).__name__,
             query_weights="int8" if getattr(encoder, "int8", False) else "float32",
             threads=self.settings.threads,
+            parallel_scan=index.parallel_scan,
             load_s=round(time.perf_counter() - start, 3),
         )
         return self.ready
@@ -166,8 +167,9 @@ class RetrieverModel(Model):
         """Encode ``queries`` in one batch and search the index; hits per query, best first."""
         if not self.ready:
             raise RuntimeError("the retriever is not loaded")
-        # FAISS parallelises a flat search over queries, and one query split over threads was measured slower than
-        # on one thread (docs/benchmarks.md). omp_set_num_threads is per calling thread, so set it on this one.
+        # FAISS parallelises a search over queries: a batch gets one OpenMP thread per query up to the granted
+        # threads; a single query's flat scan is split over threads by LoadedIndex itself. omp_set_num_threads is per
+        # calling thread, so set it on this one.
         threads = min(self.settings.threads, len(queries))
         if getattr(_thread_state, "omp_threads", None) != threads:
             import faiss

@@ -56,3 +56,28 @@ def test_int8_query_encoder_setting_loads_the_quantized_export(sample_index):
     assert type(model.encoder).__name__ == "OnnxEncoder" and model.encoder.int8 is True
     top = model.search([Query("approximate nearest neighbour graph", 1)])[0]
     assert top[0].chunk_id == model.index.search(model.embedder.encode(["approximate nearest neighbour graph"]), 1)[0][0].chunk_id
+
+
+def test_a_single_query_on_a_large_flat_index_scans_over_the_granted_threads(tmp_path):
+    import numpy as np
+
+    from components.index.search import MIN_ROWS_PER_SCAN_THREAD
+    from components.index.store import Chunk, LocalEmbeddingStore, chunk_ids_for, document_id
+
+    n = 2 * MIN_ROWS_PER_SCAN_THREAD + 1
+    vectors = np.random.default_rng(0).standard_normal((n, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    doc, texts = document_id("synthetic.md"), [f"chunk {i}" for i in range(n)]
+    chunks = [Chunk(chunk_id=c, doc_id=doc, source="synthetic.md", text=t, contextualized_text=t, chunk_index=i)
+              for i, (t, c) in enumerate(zip(texts, chunk_ids_for(doc, texts)))]
+    LocalEmbeddingStore(tmp_path, embedding_model=default_embedding_model()).upsert(chunks, vectors)
+    model = RetrieverModel(load_settings(index_dir=str(tmp_path), threads=2, query_encoder="torch"))
+    assert model.load() is True
+    assert model.index.parallel_scan is True
+    queries = [Query("how do I read a file", 10), Query("retry a failed request", 5)]
+    for batch in ([queries[0]], queries):  # one query: split scan; two = threads: FAISS over queries
+        hits = model.search(batch)
+        vectors_q = model.encoder.encode([q.text for q in batch])
+        _, ids = model.index._faiss.search(vectors_q, 10)
+        assert [[h.chunk_id for h in found] for found in hits] == [
+            [chunks[i].chunk_id for i in row[: q.top_k]] for q, row in zip(batch, ids)]
