@@ -27,6 +27,12 @@ TABLEFORMER_ACCURATE = Path("docling-project--docling-models") / "model_artifact
 #: docling runs its models with 4 threads unless told otherwise; more than the CPUs granted only slows it down
 MAX_THREADS = 4
 
+#: where `make install` puts torchvision, docling-ibm-models and OpenCV, off the virtualenv's default path: PyPI's
+#: torchvision is a CUDA build that breaks every transformers model load in a process that has not imported it through
+#: :func:`import_torchvision` first. Only a process that checks for or runs the standard pipeline adds it (images install the
+#: packages normally, and then this folder does not exist).
+LAYOUT_EXTRAS = Path(sys.prefix) / "layout-extras"
+
 _torchvision_schemas: Any = None  # the torch.library fragment that keeps the declared schemas alive
 
 
@@ -54,13 +60,20 @@ def import_torchvision() -> Any:
     "operator torchvision::nms does not exist". Declaring those two schemas first lets the import finish; ``nms`` then
     raises torchvision's own "Couldn't load custom C++ ops" error, and docling's layout and table stages never call it.
     A torchvision built for this torch imports on the first try and is returned as it is. Call it before anything
-    imports transformers' modeling code, which imports torchvision whenever it is installed.
+    imports transformers' modeling code, which imports torchvision whenever it is installed. Where torchvision is not
+    installed but `make install` left it in :data:`LAYOUT_EXTRAS`, that folder joins ``sys.path`` first.
     """
     global _torchvision_schemas
     try:
         import torchvision
 
         return torchvision
+    except ModuleNotFoundError as exc:
+        if exc.name != "torchvision" or not (LAYOUT_EXTRAS / "torchvision").is_dir() or str(LAYOUT_EXTRAS) in sys.path:
+            raise
+        sys.path.append(str(LAYOUT_EXTRAS))  # after site-packages: it only adds what the virtualenv lacks
+        log.info("event=layout_extras path=%s", LAYOUT_EXTRAS)
+        return import_torchvision()
     except RuntimeError as exc:
         if "torchvision::nms does not exist" not in str(exc):
             raise

@@ -48,7 +48,7 @@ def probe(tmp_path_factory) -> dict:
     done = subprocess.run([sys.executable, str(PROBE), str(pdf), str(workdir)], capture_output=True, text=True,
                           env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "pdf": str(pdf), "layout_models": str(workdir / "layout-models")}
 
 
 @pytest.mark.slow
@@ -77,3 +77,24 @@ def test_tableformer_weights_turn_tables_on_and_need_docling_ibm_models(probe):
     assert refusal and refusal.startswith("layout_models ") and "holds TableFormer weights, which need " \
         "docling-ibm-models" in refusal and "remove that folder to index without table structure" in refusal
 
+
+
+@pytest.mark.slow
+def test_ragtune_index_with_layout_models_runs_the_standard_pipeline_on_a_make_installed_machine(probe, tmp_path):
+    """The whole command, as a user types it: no PYTHONPATH, the layout packages found where `make install` put them
+    (only the load step's process adds that folder), the probe's stand-in weights, the index written and loadable."""
+    from components.index.search import load_index
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    done = subprocess.run([str(Path(sys.executable).parent / "ragtune"), "index", "--source", probe["pdf"],
+                           "--layout-models", probe["layout_models"], "--out", str(tmp_path / "idx")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    log = done.stdout + done.stderr
+    assert f"event=layout_extras path={LAYOUT_EXTRAS}" in log
+    assert f"event=pdf_pipeline pipeline=standard layout_models={probe['layout_models']} tables=off" in log
+    index = load_index(tmp_path / "idx")
+    assert index.size >= 2
+    assert {p for pages in index._pages for p in pages} == {1, 2}
+    assert {Path(source).name for source in index._sources} == {Path(probe["pdf"]).name}
