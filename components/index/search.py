@@ -142,7 +142,8 @@ class ParallelFlatScan:
     FAISS parallelises a flat search over queries, so a single query scans every vector on one core while the others
     idle. Here the rows are cut into ``threads`` contiguous ranges, each scanned by FAISS's own kernel on its own
     thread (FAISS releases the GIL), and the per-range top-k lists are merged. The ranges are views of the index's
-    storage: no vector is copied. Results equal FAISS's full search (ties: lower row first).
+    storage: no vector is copied. Results equal FAISS's full search (equal scores from different ranges: the lower
+    range first).
     """
 
     def __init__(self, faiss_index, threads: int) -> None:

@@ -28,9 +28,9 @@ TABLEFORMER_ACCURATE = Path("docling-project--docling-models") / "model_artifact
 MAX_THREADS = 4
 
 #: where `make install` puts torchvision, docling-ibm-models and OpenCV, off the virtualenv's default path: PyPI's
-#: torchvision is a CUDA build that breaks every transformers model load in a process that has not imported it through
-#: :func:`import_torchvision` first. Only a process that checks for or runs the standard pipeline adds it (images install the
-#: packages normally, and then this folder does not exist).
+#: torchvision is a CUDA build that breaks every transformers model load in a process that has not imported it
+#: through :func:`import_torchvision` first. Only a process that checks for or runs the standard pipeline adds it
+#: (images install the packages normally, and then this folder does not exist).
 LAYOUT_EXTRAS = Path(sys.prefix) / "layout-extras"
 
 _torchvision_schemas: Any = None  # the torch.library fragment that keeps the declared schemas alive

@@ -48,7 +48,8 @@ def probe(tmp_path_factory) -> dict:
     done = subprocess.run([sys.executable, str(PROBE), str(pdf), str(workdir)], capture_output=True, text=True,
                           env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "pdf": str(pdf), "layout_models": str(workdir / "layout-models")}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**result, "pdf": str(pdf), "layout_models": str(workdir / "layout-models")}
 
 
 @pytest.mark.slow
